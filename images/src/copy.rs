@@ -1,0 +1,229 @@
+//! Copying a byte range between files so that the destination is sparse:
+//! holes in the source are skipped without reading (SEEK_DATA/SEEK_HOLE),
+//! and every all-zero block of the destination is left as a hole.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+
+use crate::Progress;
+
+/// The hole granularity of the destination; 4 KiB is the block size of
+/// every filesystem a disk image lives on in practice.
+pub const BLOCK: u64 = 4096;
+/// Bytes read per system call. Large enough to amortise the calls, small
+/// enough to stay in cache and keep memory flat whatever the image size.
+const CHUNK: u64 = 4 << 20;
+
+/// Where the next data at or after `offset` starts, `None` if only holes remain.
+fn seek_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
+    lseek(file, offset, libc::SEEK_DATA)
+}
+
+/// Where the hole after `offset` starts (the file's end counts as a hole).
+fn seek_hole(file: &File, offset: u64) -> io::Result<Option<u64>> {
+    lseek(file, offset, libc::SEEK_HOLE)
+}
+
+fn lseek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: lseek on a valid descriptor has no memory effects.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    if r >= 0 {
+        return Ok(Some(r as u64));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        _ => Err(err),
+    }
+}
+
+/// The data extents of `src` within `start..start+len`, relative to `start`.
+/// Filesystems without SEEK_DATA (and block devices) report one extent.
+fn data_extents(src: &File, start: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let data = match seek_data(src, start + pos) {
+            Ok(Some(d)) => d - start,
+            Ok(None) => break,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
+                return Ok(vec![(0, len)]);
+            }
+            Err(e) => return Err(e),
+        };
+        if data >= len {
+            break;
+        }
+        let hole = seek_hole(src, start + data)?.map_or(len, |h| (h - start).min(len));
+        extents.push((data, hole));
+        pos = hole;
+    }
+    Ok(extents)
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    // An OR over whole words, with no early exit, compiles to vector code.
+    let (words, rest) = block.split_at(block.len() / 8 * 8);
+    words.chunks_exact(8).fold(0u64, |acc, w| {
+        acc | u64::from_ne_bytes(w.try_into().expect("8 bytes"))
+    }) == 0
+        && rest.iter().all(|&b| b == 0)
+}
+
+/// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off`, writing
+/// only the destination blocks that hold a non-zero byte. The caller sizes
+/// `dst` beforehand, so skipped blocks read back as zeros. Returns the number
+/// of bytes actually written.
+pub fn sparse_copy(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+    progress: &dyn Progress,
+) -> io::Result<u64> {
+    // Block boundaries are those of the destination, which may sit at a
+    // different alignment from the source (a partition at sector 63).
+    let down = |p: u64| ((dst_off + p) / BLOCK * BLOCK).saturating_sub(dst_off);
+    let up = |p: u64| ((dst_off + p).div_ceil(BLOCK) * BLOCK - dst_off).min(len);
+
+    progress.start(len);
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut written = 0;
+    let mut done = 0;
+    for (data, hole) in data_extents(src, src_off, len)? {
+        let mut pos = down(data).max(done);
+        let end = up(hole);
+        while pos < end {
+            // Chunks end on a destination block boundary.
+            let chunk_end = if end - pos > CHUNK {
+                down(pos + CHUNK)
+            } else {
+                end
+            };
+            let chunk = &mut buf[..(chunk_end - pos) as usize];
+            src.read_exact_at(chunk, src_off + pos)?;
+            written += write_nonzero(dst, dst_off + pos, chunk, BLOCK - (dst_off + pos) % BLOCK)?;
+            pos = chunk_end;
+            progress.update(pos);
+        }
+        done = end;
+    }
+    progress.update(len);
+    Ok(written)
+}
+
+/// Writes the runs of non-zero blocks of `chunk` (destination offset `at`;
+/// its first block is `first` bytes long, the rest [`BLOCK`]).
+fn write_nonzero(dst: &File, at: u64, chunk: &[u8], first: u64) -> io::Result<u64> {
+    let mut written = 0;
+    let mut run_start: Option<usize> = None;
+    let mut pos = 0usize;
+    let mut block_len = first.min(chunk.len() as u64) as usize;
+    while pos < chunk.len() {
+        let block = &chunk[pos..pos + block_len];
+        match (is_zero(block), run_start) {
+            (false, None) => run_start = Some(pos),
+            (true, Some(s)) => {
+                dst.write_all_at(&chunk[s..pos], at + s as u64)?;
+                written += (pos - s) as u64;
+                run_start = None;
+            }
+            _ => {}
+        }
+        pos += block_len;
+        block_len = (BLOCK as usize).min(chunk.len() - pos);
+    }
+    if let Some(s) = run_start {
+        dst.write_all_at(&chunk[s..], at + s as u64)?;
+        written += (chunk.len() - s) as u64;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NoProgress;
+    use std::io::Write;
+
+    fn allocated_bytes(f: &File) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().unwrap().blocks() * 512
+    }
+
+    /// A source with data, zeros written as data, and a real hole.
+    fn source() -> (tempfile::NamedTempFile, Vec<u8>) {
+        let mut content = vec![0u8; 3 << 20];
+        for (i, b) in content[..100_000].iter_mut().enumerate() {
+            *b = (i % 251) as u8 + 1;
+        }
+        content[(2 << 20) + 5] = 9;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&content[..1 << 20]).unwrap(); // data, then explicit zeros
+        f.as_file().set_len(3 << 20).unwrap(); // a hole from 1 MiB
+        f.as_file()
+            .write_all_at(&content[(2 << 20)..(2 << 20) + 4096], 2 << 20)
+            .unwrap();
+        (f, content)
+    }
+
+    #[test]
+    fn copies_exact_bytes_at_any_alignment() {
+        let (src, content) = source();
+        for (src_off, dst_off, len) in [
+            (0, 0, 3 << 20),
+            (32256, 0, 2_000_000),
+            (0, 32256, 3 << 20),
+            (513, 1 << 20, 2_500_000),
+        ] {
+            let dst = tempfile::tempfile().unwrap();
+            dst.set_len(dst_off + len).unwrap();
+            sparse_copy(src.as_file(), src_off, &dst, dst_off, len, &NoProgress).unwrap();
+            let mut got = vec![0u8; len as usize];
+            dst.read_exact_at(&mut got, dst_off).unwrap();
+            let want_end = (src_off + len) as usize;
+            let mut want = content[src_off as usize..want_end.min(content.len())].to_vec();
+            want.resize(len as usize, 0);
+            assert!(
+                got == want,
+                "mismatch for src_off={src_off} dst_off={dst_off} len={len}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_blocks_become_holes() {
+        let (src, _) = source();
+        let dst = tempfile::tempfile().unwrap();
+        dst.set_len(3 << 20).unwrap();
+        let written = sparse_copy(src.as_file(), 0, &dst, 0, 3 << 20, &NoProgress).unwrap();
+        // 100_000 bytes of data round up to 25 blocks, plus the one at 2 MiB.
+        assert_eq!(written, 26 * BLOCK);
+        assert!(
+            allocated_bytes(&dst) <= 32 * BLOCK,
+            "{}",
+            allocated_bytes(&dst)
+        );
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0; 4096]));
+        assert!(is_zero(&[0; 13]));
+        let mut b = [0u8; 4096];
+        b[4095] = 1;
+        assert!(!is_zero(&b));
+        b[4095] = 0;
+        b[0] = 1;
+        assert!(!is_zero(&b[..13]));
+    }
+}

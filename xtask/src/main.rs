@@ -1,0 +1,72 @@
+//! `cargo xtask <stage>`: the coLinux build-and-image pipeline.
+//!
+//! Thin by design: each stage is one file that parses its options and calls
+//! into the library crates, where the logic lives.
+
+mod bench;
+mod convert;
+mod progress;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    version,
+    about = "The coLinux build-and-image pipeline"
+)]
+struct Cli {
+    /// Log more: -v for debug, -vv for trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    stage: Stage,
+}
+
+#[derive(Subcommand)]
+enum Stage {
+    Setup(setup::Args),
+    Convert(convert::Args),
+    Bench(bench::Args),
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.stage {
+        Stage::Setup(args) => setup::run(args),
+        Stage::Convert(args) => convert::run(args),
+        Stage::Bench(args) => bench::run(args),
+        Stage::Test(args) => test::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(table) = err.downcast_ref::<images::Error>().and_then(|e| e.table()) {
+                eprint!("{}", table.render());
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::INFO,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,654 @@
+//! `cargo xtask convert`, driven as users drive it, on disks made by the real
+//! tools (sfdisk, fdisk, sgdisk, mke2fs -d, qemu-img). Every extraction is
+//! compared byte for byte with what `dd` gives at the right offset.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+const MIB: u64 = 1 << 20;
+
+fn xtask(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("xtask runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn sh(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>], stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (run `cargo xtask setup`)"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An ext4 filesystem image of `mib` MiB with some files, one of them
+/// incompressible so the image has real data spread over it.
+fn ext4(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let content = dir.join(format!("{name}.content"));
+    fs::create_dir_all(content.join("etc")).unwrap();
+    fs::write(
+        content.join("etc/fstab"),
+        "/dev/cobd0 / ext4 defaults 0 1\n",
+    )
+    .unwrap();
+    let mut x = 0x1234_5678_9abc_def0u64 ^ mib;
+    let noise: Vec<u8> = (0..(mib * MIB / 4))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(content.join("noise.bin"), noise).unwrap();
+    let image = dir.join(name);
+    fs::File::create(&image)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
+    sh(
+        "mke2fs",
+        &[
+            &"-q", &"-F", &"-t", &"ext4", &"-L", &name, &"-d", &content, &image,
+        ],
+        None,
+    );
+    image
+}
+
+fn blank(path: &Path, len: u64) {
+    fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+/// Copies `src` into `disk` at byte `offset`, as a user's dd would.
+fn embed(src: &Path, disk: &Path, offset: u64) {
+    let seek = format!("seek={offset}");
+    sh(
+        "dd",
+        &[
+            &format!("if={}", src.display()),
+            &format!("of={}", disk.display()),
+            &"bs=1M",
+            &seek,
+            &"oflag=seek_bytes",
+            &"conv=notrunc,sparse",
+            &"status=none",
+        ],
+        None,
+    );
+}
+
+/// What `dd` extracts: the reference every conversion must equal.
+fn dd_extract(disk: &Path, offset: u64, len: u64) -> Vec<u8> {
+    let out = Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .args(["bs=4M", "iflag=skip_bytes,count_bytes", "status=none"])
+        .arg(format!("skip={offset}"))
+        .arg(format!("count={len}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len() as u64, len, "dd came up short");
+    out.stdout
+}
+
+fn e2fsck_clean(image: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Converts `disk` (with extra args) and checks the result against dd.
+fn convert_matches_dd(disk: &Path, extra: &[&str], offset: u64, len: u64) -> PathBuf {
+    let out_path = disk.with_extension("out.ext4");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"convert"];
+    args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+    args.push(&disk);
+    args.push(&out_path);
+    let out = xtask(&args);
+    assert!(
+        out.status.success(),
+        "convert {}: {}",
+        disk.display(),
+        stderr(&out)
+    );
+    let got = fs::read(&out_path).unwrap();
+    assert_eq!(got.len() as u64, len, "output size");
+    assert!(
+        got == dd_extract(disk, offset, len),
+        "output differs from dd's extraction"
+    );
+    e2fsck_clean(&out_path);
+    out_path
+}
+
+/// Asserts the command failed with `needle` in its one-line error and left
+/// no output and no temporary file behind.
+fn assert_fails_cleanly(out: &Output, needle: &str, output: &Path) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: "),
+        "the error is not one line: {err}"
+    );
+    assert!(last.contains(needle), "expected {needle:?} in {last:?}");
+    assert!(!output.exists(), "{} was left behind", output.display());
+    let dir = output.parent().unwrap();
+    let leftovers: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn mbr_partition_at_sector_63() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 24);
+    let disk = t.path().join("disk.img");
+    blank(&disk, 40 * MIB);
+    sh(
+        "sfdisk",
+        &[&"-q", &disk],
+        Some(&format!("start=63, size={}, type=83\n", 24 * 2048)),
+    );
+    embed(&fs_img, &disk, 63 * 512);
+    let out = convert_matches_dd(&disk, &[], 63 * 512, 24 * MIB);
+    assert!(fs::read(&out).unwrap() == fs::read(&fs_img).unwrap());
+    // Sparse: the zero blocks of the filesystem did not become data.
+    let allocated = fs::metadata(&out).unwrap().blocks() * 512;
+    assert!(
+        allocated < 16 * MIB,
+        "output is not sparse: {allocated} bytes allocated"
+    );
+}
+
+#[test]
+fn mbr_partition_at_sector_2048_beside_swap() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 16);
+    let disk = t.path().join("disk.img");
+    blank(&disk, 40 * MIB);
+    sh(
+        "sfdisk",
+        &[&"-q", &disk],
+        Some("start=2048, size=16M, type=83\nstart=36864, type=82\n"),
+    );
+    embed(&fs_img, &disk, MIB);
+    let swap = t.path().join("swap.img");
+    blank(&swap, 4 * MIB);
+    sh("mkswap", &[&swap], None);
+    embed(&swap, &disk, 36864 * 512);
+    // The swap partition holds no filesystem, so partition 1 is the default.
+    convert_matches_dd(&disk, &[], MIB, 16 * MIB);
+}
+
+#[test]
+fn logical_partition_in_an_extended_partition() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "home", 12);
+    let disk = t.path().join("disk.img");
+    blank(&disk, 48 * MIB);
+    // 1: vfat; 2: extended holding 5 (ext4) and 6 (empty).
+    let script = "start=2048, size=8M, type=c\nstart=18432, type=5\nstart=20480, size=12M, type=83\nstart=47104, type=83\n";
+    sh("sfdisk", &[&"-q", &disk], Some(script));
+    let vfat = t.path().join("vfat.img");
+    blank(&vfat, 8 * MIB);
+    sh("mkfs.vfat", &[&vfat], None);
+    embed(&vfat, &disk, MIB);
+    embed(&fs_img, &disk, 20480 * 512);
+    let list = xtask(&[&"convert", &"--list", &disk]);
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(
+        table.contains("vfat") && table.contains("ext4 \"home\""),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.trim_start().starts_with("5 ")),
+        "{table}"
+    );
+    convert_matches_dd(&disk, &[], 20480 * 512, 12 * MIB);
+    // And the vfat one on request, with a warning that cobd root needs ext*.
+    let out_path = t.path().join("vfat.out");
+    let out = xtask(&[&"convert", &"-p", &"1", &disk, &out_path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs ext*"), "{}", stderr(&out));
+    assert!(fs::read(&out_path).unwrap() == dd_extract(&disk, MIB, 8 * MIB));
+}
+
+#[test]
+fn gpt_with_512_byte_sectors() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 16);
+    let disk = t.path().join("disk.img");
+    blank(&disk, 40 * MIB);
+    sh(
+        "sgdisk",
+        &[
+            &"-o",
+            &"-n",
+            &"1:2048:+4M",
+            &"-t",
+            &"1:ef00",
+            &"-n",
+            &"2:0:+16M",
+            &"-t",
+            &"2:8300",
+            &disk,
+        ],
+        None,
+    );
+    embed(&fs_img, &disk, (2048 + 8192) * 512);
+    convert_matches_dd(&disk, &[], (2048 + 8192) * 512, 16 * MIB);
+}
+
+#[test]
+fn gpt_with_4096_byte_sectors() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 16);
+    let disk = t.path().join("disk.img");
+    blank(&disk, 40 * MIB);
+    sh(
+        "fdisk",
+        &[&"-b", &"4096", &disk],
+        Some("g\nn\n1\n256\n+16M\nw\n"),
+    );
+    embed(&fs_img, &disk, 256 * 4096);
+    let list = xtask(&[&"convert", &"--list", &disk]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("4096-byte sectors"));
+    convert_matches_dd(&disk, &[], 256 * 4096, 16 * MIB);
+}
+
+#[test]
+fn qemu_container_formats_are_read_through_qemu_img() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 16);
+    let raw = t.path().join("disk.img");
+    blank(&raw, 32 * MIB);
+    sh(
+        "sfdisk",
+        &[&"-q", &raw],
+        Some(&format!("start=63, size={}, type=83\n", 16 * 2048)),
+    );
+    embed(&fs_img, &raw, 63 * 512);
+    let want = dd_extract(&raw, 63 * 512, 16 * MIB);
+    for format in ["qcow2", "vmdk", "vdi", "vhdx"] {
+        let image = t.path().join(format!("disk.{format}"));
+        sh(
+            "qemu-img",
+            &[&"convert", &"-f", &"raw", &"-O", &format, &raw, &image],
+            None,
+        );
+        let out_path = t.path().join(format!("{format}.ext4"));
+        let out = xtask(&[&"convert", &image, &out_path]);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        assert!(
+            fs::read(&out_path).unwrap() == want,
+            "{format}: differs from dd of the raw disk"
+        );
+        e2fsck_clean(&out_path);
+    }
+}
+
+#[test]
+fn bare_filesystem_is_copied_whole() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 8);
+    let out_path = t.path().join("copy.ext4");
+    let out = xtask(&[&"convert", &fs_img, &out_path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already a bare filesystem"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::read(&out_path).unwrap() == fs::read(&fs_img).unwrap());
+}
+
+#[test]
+fn to_disk_then_convert_gives_back_the_same_bytes() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 12);
+    let original = fs::read(&fs_img).unwrap();
+    let cases: [(&str, &[&str], u64); 5] = [
+        ("mbr.img", &[], MIB),
+        ("legacy.img", &["--legacy-63"], 63 * 512),
+        ("gpt.img", &["--gpt"], MIB),
+        ("gpt4k.img", &["--gpt", "--sector-size", "4096"], MIB),
+        ("disk.qcow2", &[], MIB),
+    ];
+    for (name, flags, offset) in cases {
+        let disk = t.path().join(name);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"convert", &"--to-disk"];
+        args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+        args.push(&fs_img);
+        args.push(&disk);
+        let out = xtask(&args);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        if name.ends_with(".qcow2") {
+            let info = Command::new("qemu-img")
+                .args(["info", "--output=json"])
+                .arg(&disk)
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&info.stdout).contains("\"format\": \"qcow2\""),
+                "{name} is not qcow2"
+            );
+        } else {
+            // The real partitioning tools agree with the table we wrote.
+            let dump = Command::new("sfdisk")
+                .arg("--json")
+                .arg(&disk)
+                .output()
+                .unwrap();
+            assert!(dump.status.success(), "{name}: sfdisk cannot read it");
+            if flags.contains(&"--gpt") {
+                let verify = Command::new("sgdisk")
+                    .arg("-v")
+                    .arg(&disk)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&verify.stdout);
+                assert!(
+                    text.contains("No problems found"),
+                    "{name}: sgdisk -v: {text}"
+                );
+            }
+            assert!(
+                fs::read(&disk).unwrap()[offset as usize..][..original.len()] == original[..],
+                "{name}: partition bytes"
+            );
+        }
+        let back = t.path().join(format!("{name}.back"));
+        let out = xtask(&[&"convert", &disk, &back]);
+        assert!(out.status.success(), "{name} back: {}", stderr(&out));
+        assert!(
+            fs::read(&back).unwrap() == original,
+            "{name}: round trip changed the bytes"
+        );
+    }
+}
+
+#[test]
+fn corrupt_primary_gpt_uses_the_backup_and_says_so() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 8);
+    let disk = t.path().join("disk.img");
+    let out = xtask(&[&"convert", &"--to-disk", &"--gpt", &fs_img, &disk]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bytes = fs::read(&disk).unwrap();
+    bytes[512 + 0x30] ^= 0x55; // inside the header: its CRC no longer matches
+    fs::write(&disk, &bytes).unwrap();
+    let out_path = t.path().join("out.ext4");
+    let out = xtask(&[&"convert", &disk, &out_path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("using the backup GPT"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::read(&out_path).unwrap() == fs::read(&fs_img).unwrap());
+}
+
+/// Each bad input gets a one-line error naming the problem, and no output.
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    let out_path = dir.join("out.ext4");
+    let fs_img = ext4(dir, "root", 8);
+    let convert = |input: &Path| xtask(&[&"convert", &input, &out_path]);
+
+    // A zero-length file, and a directory.
+    let empty = dir.join("empty.img");
+    fs::write(&empty, b"").unwrap();
+    assert_fails_cleanly(&convert(&empty), "empty.img: is empty (0 bytes)", &out_path);
+    assert_fails_cleanly(&convert(dir), "is a directory, not a disk image", &out_path);
+
+    // A missing file.
+    assert_fails_cleanly(
+        &convert(&dir.join("nope.img")),
+        "nope.img: cannot open it: No such file",
+        &out_path,
+    );
+
+    // Neither a table nor a filesystem.
+    let junk = dir.join("junk.img");
+    fs::write(&junk, vec![0x5a; 65536]).unwrap();
+    assert_fails_cleanly(
+        &convert(&junk),
+        "no partition table and no filesystem",
+        &out_path,
+    );
+
+    // A disk cut short inside its partition: a truncated image.
+    let mbr_disk = dir.join("mbr.img");
+    let out = xtask(&[&"convert", &"--to-disk", &fs_img, &mbr_disk]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let truncated = dir.join("truncated.img");
+    fs::copy(&mbr_disk, &truncated).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    assert_fails_cleanly(
+        &convert(&truncated),
+        "partition 1 ends at byte 9437184, past the end of the image (4194304 bytes)",
+        &out_path,
+    );
+
+    // A table whose partition claims more than the file holds.
+    let mut bytes = fs::read(&mbr_disk).unwrap();
+    bytes[446 + 12..446 + 16].copy_from_slice(&100_000u32.to_le_bytes());
+    let past_end = dir.join("past-end.img");
+    fs::write(&past_end, &bytes).unwrap();
+    assert_fails_cleanly(&convert(&past_end), "past the end of the image", &out_path);
+
+    // A partition smaller than the filesystem it holds (dd with the wrong count).
+    bytes[446 + 12..446 + 16].copy_from_slice(&8000u32.to_le_bytes());
+    let short = dir.join("short.img");
+    fs::write(&short, &bytes).unwrap();
+    assert_fails_cleanly(&convert(&short), "the ext4 filesystem in partition 1 claims 8388608 bytes but the partition holds only 4096000", &out_path);
+
+    // Overlapping partitions.
+    let overlap = dir.join("overlap.img");
+    blank(&overlap, 16 * MIB);
+    sh(
+        "sfdisk",
+        &[&"-q", &overlap],
+        Some("start=2048, size=8M, type=83\nstart=18432, size=4M, type=83\n"),
+    );
+    let mut bytes = fs::read(&overlap).unwrap();
+    bytes[446 + 16 + 8..446 + 16 + 12].copy_from_slice(&10000u32.to_le_bytes());
+    fs::write(&overlap, &bytes).unwrap();
+    assert_fails_cleanly(
+        &convert(&overlap),
+        "partitions 1 (bytes 1048576..9437184) and 2 (bytes 5120000..9314304) overlap",
+        &out_path,
+    );
+
+    // Both GPT copies corrupt.
+    let gpt_disk = dir.join("gpt.img");
+    let out = xtask(&[&"convert", &"--to-disk", &"--gpt", &fs_img, &gpt_disk]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bytes = fs::read(&gpt_disk).unwrap();
+    let last = bytes.len() - 512;
+    bytes[512 + 0x30] ^= 1;
+    bytes[last + 0x30] ^= 1;
+    let corrupt = dir.join("corrupt-gpt.img");
+    fs::write(&corrupt, &bytes).unwrap();
+    assert_fails_cleanly(
+        &convert(&corrupt),
+        "its GPT is corrupt: primary: header CRC mismatch at LBA 1; backup: header CRC mismatch",
+        &out_path,
+    );
+
+    // A protective MBR with no GPT behind it.
+    bytes[512..1024].fill(0);
+    bytes[last..].fill(0);
+    let protective = dir.join("protective.img");
+    fs::write(&protective, &bytes).unwrap();
+    assert_fails_cleanly(
+        &convert(&protective),
+        "protective MBR (type 0xee) but no valid GPT",
+        &out_path,
+    );
+
+    // A GPT cut short inside its entry array.
+    let tiny_gpt = dir.join("tiny-gpt.img");
+    fs::write(&tiny_gpt, &fs::read(&gpt_disk).unwrap()[..4096]).unwrap();
+    assert_fails_cleanly(
+        &convert(&tiny_gpt),
+        "truncated: the GPT partition entries at LBA 2",
+        &out_path,
+    );
+
+    // A partition number that does not exist.
+    let out = xtask(&[&"convert", &"--partition", &"7", &mbr_disk, &out_path]);
+    assert_fails_cleanly(&out, "has no partition 7 (it has partitions 1)", &out_path);
+}
+
+#[test]
+fn unreadable_input_fails_cleanly() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 8);
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&fs_img, fs::Permissions::from_mode(0o000)).unwrap();
+    let out_path = t.path().join("out.ext4");
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        // root reads anything: drop to nobody, as a user would be.
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_xtask"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+    };
+    let out = cmd
+        .arg("convert")
+        .arg(&fs_img)
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert_fails_cleanly(&out, "root: cannot open it: Permission denied", &out_path);
+}
+
+#[test]
+fn several_linux_partitions_ask_for_a_choice() {
+    let t = TempDir::new().unwrap();
+    let a = ext4(t.path(), "alpha", 8);
+    let b = ext4(t.path(), "beta", 8);
+    let disk = t.path().join("disk.img");
+    blank(&disk, 24 * MIB);
+    sh(
+        "sfdisk",
+        &[&"-q", &disk],
+        Some("start=2048, size=8M, type=83\nstart=18432, size=8M, type=83\n"),
+    );
+    embed(&a, &disk, MIB);
+    embed(&b, &disk, 18432 * 512);
+    let out_path = t.path().join("out.ext4");
+    let out = xtask(&[&"convert", &disk, &out_path]);
+    assert_fails_cleanly(
+        &out,
+        "2 partitions hold a Linux filesystem (1, 2): choose one with --partition N",
+        &out_path,
+    );
+    // The table is shown so the user can choose.
+    assert!(stderr(&out).contains("ext4 \"beta\""), "{}", stderr(&out));
+    convert_matches_dd(&disk, &["--partition", "2"], 18432 * 512, 8 * MIB);
+}
+
+#[test]
+fn existing_output_needs_force() {
+    let t = TempDir::new().unwrap();
+    let fs_img = ext4(t.path(), "root", 8);
+    let out_path = t.path().join("out.ext4");
+    fs::write(&out_path, b"precious").unwrap();
+    let out = xtask(&[&"convert", &fs_img, &out_path]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already exists; pass --force"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&out_path).unwrap(), b"precious");
+    let out = xtask(&[&"convert", &"--force", &fs_img, &out_path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::read(&out_path).unwrap() == fs::read(&fs_img).unwrap());
+}
+
+#[test]
+fn help_is_accurate() {
+    let out = xtask(&[&"--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for stage in ["setup", "convert", "bench", "test"] {
+        assert!(text.contains(stage), "--help does not list {stage}: {text}");
+    }
+    let out = xtask(&[&"convert", &"--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--list",
+        "--partition",
+        "--force",
+        "--to-disk",
+        "--gpt",
+        "--sector-size",
+        "--legacy-63",
+        "--format",
+    ] {
+        assert!(
+            text.contains(flag),
+            "convert --help does not document {flag}"
+        );
+    }
+}
