@@ -146,21 +146,29 @@ fn convert(args: ConvertArgs) -> Result<()> {
         args.runs
     );
     println!(
-        "{:<34} {:>9} {:>10} {:>12} {:>12}",
-        "tool", "seconds", "MB/s", "peak RSS", "allocated"
+        "{:<34} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "tool", "seconds", "+ sync", "MB/s", "peak RSS", "allocated"
     );
     let mut medians = Vec::new();
     for (name, argv) in &tools {
+        // qemu-img dd needs bs=512 for a sector-63 offset and crawls: once is enough.
+        let runs = if name.starts_with("qemu-img dd") {
+            1
+        } else {
+            args.runs
+        };
         let mut times = Vec::new();
         let mut rss = 0;
-        for _ in 0..args.runs {
+        for _ in 0..runs {
             let _ = std::fs::remove_file(&out);
-            cmd!(sh, "sync").run()?;
+            cmd!(sh, "sync").quiet().run()?;
             let (secs, max_rss) = measure(&argv[0], &argv[1..], &args.dir)?;
-            times.push(secs);
+            // Writing back what the tool left dirty is part of its cost.
+            let (sync_secs, _) = measure("sync", &[], &args.dir)?;
+            times.push((secs, secs + sync_secs));
             rss = rss.max(max_rss);
         }
-        times.sort_by(f64::total_cmp);
+        times.sort_by(|a, b| a.0.total_cmp(&b.0));
         let median = times[times.len() / 2];
         let meta = std::fs::metadata(&out)?;
         if meta.len() != n {
@@ -171,29 +179,50 @@ fn convert(args: ConvertArgs) -> Result<()> {
                 .with_context(|| format!("{name} output differs from the partition"))?;
         }
         println!(
-            "{:<34} {:>9.3} {:>10.0} {:>9} MiB {:>8} MiB",
+            "{:<34} {:>9.3} {:>9.3} {:>9.0} {:>6} MiB {:>8} MiB",
             name,
-            median,
-            n as f64 / median / 1e6,
+            median.0,
+            median.1,
+            n as f64 / median.0 / 1e6,
             rss / 1024,
             (meta.blocks() * 512) >> 20
         );
-        medians.push((median, rss));
+        medians.push((median.0, median.1, rss));
     }
-    let ours = medians[0].0;
-    let ratio = |i: usize| medians[i].0 / ours;
+    let ratio = |i: usize, durable: bool| {
+        let pick = |m: &(f64, f64, u64)| if durable { m.1 } else { m.0 };
+        pick(&medians[i]) / pick(&medians[0])
+    };
     println!();
-    println!("dd / ours               = {:5.2}x  (goal >= 2)", ratio(1));
-    println!("qemu-img dd / ours      = {:5.2}x", ratio(2));
-    println!("qemu-img convert / ours = {:5.2}x  (goal >= 1)", ratio(3));
+    println!("ratios (page cache / durable after sync); above 1 means ours is faster");
     println!(
-        "ours / cp --sparse      = {:5.2}x  (goal <= 1.5)",
-        ours / medians[4].0
+        "dd / ours               = {:5.2}x / {:5.2}x  (goal >= 2)",
+        ratio(1, false),
+        ratio(1, true)
     );
-    println!("ours qcow2 / ours raw   = {:5.2}x", medians[5].0 / ours);
+    println!(
+        "qemu-img dd / ours      = {:5.2}x / {:5.2}x",
+        ratio(2, false),
+        ratio(2, true)
+    );
+    println!(
+        "qemu-img convert / ours = {:5.2}x / {:5.2}x  (goal >= 1)",
+        ratio(3, false),
+        ratio(3, true)
+    );
+    println!(
+        "cp --sparse / ours      = {:5.2}x / {:5.2}x  (goal >= 0.67)",
+        ratio(4, false),
+        ratio(4, true)
+    );
+    println!(
+        "ours qcow2 / ours raw   = {:5.2}x / {:5.2}x",
+        1.0 / ratio(5, false),
+        1.0 / ratio(5, true)
+    );
     println!(
         "peak RSS of ours        = {} MiB (goal < 64)",
-        medians[0].1 / 1024
+        medians[0].2 / 1024
     );
     let _ = std::fs::remove_file(&out);
     Ok(())
