@@ -103,6 +103,9 @@ pub fn sparse_copy(
         let mut pos = down(data).max(done);
         let end = up(hole);
         while pos < end {
+            if progress.cancelled() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            }
             // Chunks end on a destination block boundary.
             let chunk_end = if end - pos > CHUNK {
                 down(pos + CHUNK)

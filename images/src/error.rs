@@ -94,6 +94,9 @@ fn join(numbers: &[u32]) -> String {
 }
 
 fn list_numbers(table: &PartitionTable) -> String {
+    if table.scheme == crate::Scheme::Bare {
+        return "no partition table: convert it without --partition".into();
+    }
     if table.partitions.is_empty() {
         return "no partitions".into();
     }

@@ -32,6 +32,12 @@ pub trait Progress {
     fn start(&self, _total: u64) {}
     /// Called with the number of bytes covered so far (monotonic).
     fn update(&self, _done: u64) {}
+    /// True once the user asked to stop (Ctrl-C): long loops then return an
+    /// `Interrupted` error, so their temporary files are cleaned up as on
+    /// any other error.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that ignores everything.

@@ -158,7 +158,13 @@ fn convert_with_progress(
             }
         }
     }
+    // qemu-img shares our process group, so Ctrl-C stops it too; its
+    // failure then removes our temporary file like any other.
     let status = child.wait().map_err(|e| spawn_error(path, args, e))?;
+    if progress.cancelled() {
+        let interrupted = std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted");
+        return Err(Error::io(path, "finish", interrupted));
+    }
     let stderr = stderr_reader.join().unwrap_or_default();
     if !status.success() {
         return Err(tool_failure(path, args, &stderr));

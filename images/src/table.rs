@@ -182,6 +182,8 @@ impl PartitionTable {
     /// filesystem it holds.
     pub fn select(&self, requested: Option<u32>) -> Result<&Partition, ErrorKind> {
         let part = match requested {
+            // A bare filesystem is one whole-disk "partition", whatever it holds.
+            None if self.scheme == Scheme::Bare => &self.partitions[0],
             Some(n) => self
                 .partitions
                 .iter()

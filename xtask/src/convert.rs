@@ -67,6 +67,7 @@ enum Format {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::progress::catch_interrupts();
     if args.list {
         let disk = images::DiskImage::open(&args.input)?;
         let table = images::table::read(&disk).map_err(|k| images::Error::new(&args.input, k))?;

@@ -5,8 +5,10 @@
 
 mod bench;
 mod convert;
+mod kernel;
 mod progress;
 mod setup;
+mod stage;
 mod test;
 
 use std::process::ExitCode;
@@ -31,6 +33,7 @@ struct Cli {
 enum Stage {
     Setup(setup::Args),
     Convert(convert::Args),
+    Kernel(kernel::Args),
     Bench(bench::Args),
     Test(test::Args),
 }
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.stage {
         Stage::Setup(args) => setup::run(args),
         Stage::Convert(args) => convert::run(args),
+        Stage::Kernel(args) => kernel::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Test(args) => test::run(args),
     };

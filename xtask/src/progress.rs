@@ -2,6 +2,9 @@
 
 use std::cell::Cell;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -55,6 +58,10 @@ impl images::Progress for Reporter {
         }
     }
 
+    fn cancelled(&self) -> bool {
+        CANCELLED.load(Ordering::SeqCst)
+    }
+
     fn update(&self, done: u64) {
         match &self.bar {
             Some(bar) => bar.set_position(done),
@@ -71,10 +78,71 @@ impl images::Progress for Reporter {
     }
 }
 
+/// Set by SIGINT and SIGTERM; long work checks it and unwinds cleanly.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// Turns Ctrl-C and SIGTERM into a request to stop, so a stage removes its
+/// temporary files on the way out instead of dying mid-write. Only stages
+/// whose long loops check [`images::Progress::cancelled`] may call it.
+pub fn catch_interrupts() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
 impl Drop for Reporter {
     fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// One phase of a stage (fetch, patch, build…): a spinner with the elapsed
+/// time on a terminal, a start and an end line otherwise.
+pub struct Phase {
+    name: &'static str,
+    started: Instant,
+    spinner: Option<ProgressBar>,
+}
+
+impl Phase {
+    pub fn start(name: &'static str) -> Phase {
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let s = ProgressBar::new_spinner();
+            s.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .expect("a valid template"),
+            );
+            s.set_message(name);
+            s.enable_steady_tick(Duration::from_millis(120));
+            s
+        });
+        if spinner.is_none() {
+            tracing::info!("{name}: started");
+        }
+        Phase {
+            name,
+            started: Instant::now(),
+            spinner,
+        }
+    }
+
+    pub fn done(self, detail: &str) {
+        if let Some(s) = &self.spinner {
+            s.finish_and_clear();
+        }
+        tracing::info!(
+            "{}: done in {:.1} s: {detail}",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }

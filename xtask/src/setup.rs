@@ -33,6 +33,26 @@ const NEEDS: &[Needs] = &[
         apt: &["fdisk", "gdisk", "e2fsprogs", "dosfstools"],
         rustup_targets: &[],
     },
+    Needs {
+        // The guest kernel: Debian's 6.1 source, patch, the kernel's build
+        // dependencies, and ccache to make rebuilds cheap.
+        stage: "kernel",
+        apt: &[
+            "linux-source-6.1",
+            "patch",
+            "make",
+            "gcc",
+            "bc",
+            "flex",
+            "bison",
+            "libelf-dev",
+            "libssl-dev",
+            "cpio",
+            "xz-utils",
+            "ccache",
+        ],
+        rustup_targets: &[],
+    },
 ];
 
 pub fn run(args: Args) -> Result<()> {

@@ -1,0 +1,491 @@
+//! `cargo xtask kernel`: the patched guest kernel, from verified source.
+//!
+//! Phases: fetch (a verified tarball), unpack (a pristine tree, once per
+//! source), patch (our series, applied so that only files whose content
+//! changed get a new mtime), config (tinyconfig + our fragments, checked),
+//! build (out of tree, reproducible, ccache when present), install
+//! (modules into a staging root) and publish (`target/kernel/<arch>/`).
+
+mod kconfig;
+mod series;
+mod source;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::progress::Phase;
+use crate::stage::{self, run_logged, CacheKey};
+
+/// Build the patched guest kernel (bzImage, modules, .config, System.map)
+/// into target/kernel/<arch>/. A rebuild with unchanged inputs is a no-op;
+/// a changed patch or fragment rebuilds incrementally.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The guest architecture.
+    #[arg(long, value_enum, default_value_t = Arch::I386)]
+    arch: Arch,
+    /// Use this kernel source (a .tar.xz/.tar.gz/.tar tarball or an unpacked
+    /// tree) instead of the pinned upstream tarball or Debian's linux-source.
+    #[arg(long, value_name = "PATH")]
+    source: Option<PathBuf>,
+    /// Apply the patch series in dry-run mode against the source, report
+    /// each patch, and build nothing.
+    #[arg(long)]
+    check_patches: bool,
+    /// Build again from scratch, without ccache, in a second build directory,
+    /// and fail unless the bzImage is bit-identical to the published one.
+    #[arg(long, conflicts_with = "check_patches")]
+    verify_reproducible: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    I386,
+    #[value(name = "x86_64")]
+    X86_64,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::I386 => "i386",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+}
+
+/// The kernel series we build: its patches, fragments and source pins.
+pub fn patches_dir() -> PathBuf {
+    stage::root().join("kernel-patches/linux-6.1")
+}
+
+/// The project version, which the kernel carries as `-co-<version>`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn run(args: Args) -> Result<()> {
+    let dir = patches_dir();
+    let patches = series::load(&dir)?;
+    let pins = source::Pins::load(&dir.join("source.toml"))?;
+    let cache = stage::cache_dir().join("kernel");
+    let arch = args.arch.name();
+
+    let phase = Phase::start("fetch");
+    let src = source::resolve(args.source.as_deref(), &pins, &cache)?;
+    phase.done(&src.describe());
+
+    let phase = Phase::start("unpack");
+    let pristine = src.unpack(&cache)?;
+    phase.done(&pristine.display().to_string());
+
+    if args.check_patches {
+        return check_patches(&pristine, &patches);
+    }
+
+    let sde = stage::source_date_epoch()?;
+    let fragments = fragments(&dir, args.arch);
+    let mut key = CacheKey::new("kernel");
+    key.value("arch", arch);
+    key.value("source", &src.sha256);
+    key.value("version", VERSION);
+    key.value("SOURCE_DATE_EPOCH", &sde.to_string());
+    key.file(&dir.join("series"))?;
+    for (_, path) in &patches {
+        key.file(path)?;
+    }
+    for path in &fragments {
+        key.file(path)?;
+    }
+    for tool in ["gcc", "make", "ld"] {
+        key.value(tool, &stage::tool_version(tool));
+    }
+    let (cache_key, inputs) = key.finish();
+    let dest = stage::root().join("target/kernel").join(arch);
+    if !args.verify_reproducible && stage::up_to_date(&dest, &cache_key) {
+        tracing::info!("kernel: {} is up to date", dest.display());
+        return Ok(());
+    }
+
+    let phase = Phase::start("patch");
+    let tree = cache.join("tree");
+    let changed = apply_series(&pristine, &tree, &patches)?;
+    phase.done(&format!(
+        "{} patches, {changed} files changed since the last build",
+        patches.len()
+    ));
+
+    let build = if args.verify_reproducible {
+        cache.join(format!("build-{arch}-verify"))
+    } else {
+        cache.join(format!("build-{arch}"))
+    };
+    if args.verify_reproducible {
+        let _ = std::fs::remove_dir_all(&build);
+    }
+    std::fs::create_dir_all(&build)?;
+    let log = cache.join(format!("build-{arch}.log"));
+    std::fs::write(&log, "")?;
+    let make = Make {
+        tree: &tree,
+        build: &build,
+        arch: args.arch,
+        sde,
+        log: &log,
+        ccache: !args.verify_reproducible,
+    };
+
+    let phase = Phase::start("config");
+    configure(&make, &cache, &fragments)?;
+    phase.done("every option of the fragments holds");
+
+    let phase = Phase::start("build");
+    make.run(&["bzImage", "modules"])?;
+    let bzimage = build.join("arch/x86/boot/bzImage");
+    phase.done(&format!(
+        "bzImage {} KiB",
+        std::fs::metadata(&bzimage)?.len() / 1024
+    ));
+
+    if args.verify_reproducible {
+        let published = stage::sha256_file(&dest.join("bzImage"))
+            .context("build the kernel once before --verify-reproducible")?;
+        let rebuilt = stage::sha256_file(&bzimage)?;
+        if published != rebuilt {
+            bail!("the bzImage is not reproducible: {} has {published}, the rebuild in {} has {rebuilt}", dest.display(), build.display());
+        }
+        tracing::info!("kernel: reproducible: a clean rebuild without ccache gives the same bzImage ({rebuilt})");
+        return Ok(());
+    }
+
+    let phase = Phase::start("install");
+    let staging = stage::staging(&dest)?;
+    let out = staging.path();
+    let modules_root = cache.join(format!("modules-{arch}"));
+    let _ = std::fs::remove_dir_all(&modules_root);
+    let root_arg = format!("INSTALL_MOD_PATH={}", modules_root.display());
+    make.run(&[
+        "modules_install",
+        &root_arg,
+        "INSTALL_MOD_STRIP=1",
+        "DEPMOD=/bin/true",
+    ])?;
+    std::fs::copy(&bzimage, out.join("bzImage"))?;
+    std::fs::copy(build.join(".config"), out.join(".config"))?;
+    std::fs::copy(build.join("System.map"), out.join("System.map"))?;
+    deterministic_tar_gz(&modules_root, &out.join("modules.tar.gz"), sde)?;
+    let release = std::fs::read_to_string(build.join("include/config/kernel.release"))?
+        .trim()
+        .to_string();
+    phase.done(&format!("modules of {release}"));
+
+    let manifest = json!({
+        "stage": "kernel",
+        "arch": arch,
+        "kernel_release": release,
+        "cache_key": cache_key,
+        "SOURCE_DATE_EPOCH": sde,
+        "source": src.manifest(),
+        "inputs": inputs,
+        "tools": { "gcc": stage::tool_version("gcc"), "make": stage::tool_version("make"), "ld": stage::tool_version("ld") },
+    });
+    stage::publish(&staging.keep(), &dest, manifest)?;
+    tracing::info!("kernel: wrote {} ({release})", dest.display());
+    Ok(())
+}
+
+fn fragments(dir: &Path, arch: Arch) -> Vec<PathBuf> {
+    vec![
+        dir.join("config/common.config"),
+        dir.join(format!("config/{}.config", arch.name())),
+    ]
+}
+
+/// Runs make on the out-of-tree build with the reproducible settings.
+struct Make<'a> {
+    tree: &'a Path,
+    build: &'a Path,
+    arch: Arch,
+    sde: u64,
+    log: &'a Path,
+    ccache: bool,
+}
+
+impl Make<'_> {
+    fn command(&self, targets: &[&str]) -> Command {
+        let mut cmd = Command::new("make");
+        cmd.arg("-C").arg(self.tree);
+        cmd.arg(format!("O={}", self.build.display()));
+        cmd.arg(format!("ARCH={}", self.arch.name()));
+        cmd.arg(format!(
+            "-j{}",
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        ));
+        if self.ccache && which("ccache") {
+            // Paths under the workspace are hashed relative to it, so caches
+            // survive a fresh clone at another path.
+            cmd.args(["CC=ccache gcc", "HOSTCC=ccache gcc"]);
+            cmd.env("CCACHE_BASEDIR", stage::root());
+            cmd.env("CCACHE_NOHASHDIR", "true");
+        }
+        cmd.env("KBUILD_BUILD_TIMESTAMP", build_timestamp(self.sde));
+        cmd.env("KBUILD_BUILD_USER", "colinux");
+        cmd.env("KBUILD_BUILD_HOST", "colinux");
+        cmd.env("KBUILD_BUILD_VERSION", "1");
+        cmd.env("SOURCE_DATE_EPOCH", self.sde.to_string());
+        cmd.env("LC_ALL", "C");
+        cmd.env("TZ", "UTC");
+        cmd.args(targets);
+        cmd
+    }
+
+    fn run(&self, targets: &[&str]) -> Result<()> {
+        run_logged(&mut self.command(targets), self.log)
+    }
+}
+
+/// `uname -v`'s date, from SOURCE_DATE_EPOCH rather than the clock.
+fn build_timestamp(sde: u64) -> String {
+    Command::new("date")
+        .args(["-u", "-d", &format!("@{sde}"), "+%a %b %e %H:%M:%S UTC %Y"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("@{sde}"))
+}
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// tinyconfig, then our fragments merged with the kernel's own
+/// merge_config.sh, then olddefconfig; then every option the fragments ask
+/// for must hold. The result replaces the build's .config only if it
+/// differs, so an unchanged config costs make nothing.
+fn configure(make: &Make, cache: &Path, fragments: &[PathBuf]) -> Result<()> {
+    let scratch = cache.join(format!("config-{}", make.arch.name()));
+    std::fs::create_dir_all(&scratch)?;
+    let probe = Make {
+        build: &scratch,
+        ccache: false,
+        ..*make
+    };
+    probe.run(&["tinyconfig"])?;
+    let mut merge = Command::new(make.tree.join("scripts/kconfig/merge_config.sh"));
+    merge
+        .current_dir(make.tree)
+        .arg("-m")
+        .arg("-O")
+        .arg(&scratch)
+        .arg(scratch.join(".config"))
+        .args(fragments);
+    merge.env("ARCH", make.arch.name());
+    run_logged(&mut merge, make.log)?;
+    probe.run(&["olddefconfig"])?;
+
+    let mut wanted = kconfig::Config::new();
+    for path in fragments {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        wanted.extend(kconfig::parse(&text, path)?);
+    }
+    let final_path = scratch.join(".config");
+    let final_text = std::fs::read_to_string(&final_path)?;
+    let mismatches = kconfig::check(&wanted, &kconfig::parse(&final_text, &final_path)?);
+    if !mismatches.is_empty() {
+        let list: Vec<String> = mismatches
+            .iter()
+            .map(|m| format!("{}={} (got {})", m.name, m.wanted, m.got))
+            .collect();
+        bail!(
+            "{} option(s) of the config fragments did not stick after olddefconfig (a dependency is missing or another option conflicts): {}",
+            list.len(),
+            list.join(", ")
+        );
+    }
+    let target = make.build.join(".config");
+    if std::fs::read_to_string(&target).ok().as_deref() != Some(final_text.as_str()) {
+        std::fs::write(&target, &final_text)?;
+        make.run(&["olddefconfig"])?;
+    }
+    Ok(())
+}
+
+/// Dry-runs the series against the pristine tree, one patch after another.
+fn check_patches(pristine: &Path, patches: &[(series::Patch, PathBuf)]) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let mini = scratch.path().join("tree");
+    let touched = touched_by(patches)?;
+    copy_files(pristine, &mini, &touched)?;
+    let mut failed = 0;
+    for (patch, path) in patches {
+        // Each patch is applied for real in the scratch copy, so the next
+        // one is checked against the tree as the series leaves it.
+        match apply_one(&mini, patch, path) {
+            Ok(()) => println!("ok      {}", patch.name),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {}\n{e:#}", patch.name);
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} patches do not apply to {}",
+            patches.len(),
+            pristine.display()
+        );
+    }
+    println!(
+        "all {} patches apply cleanly to {}",
+        patches.len(),
+        pristine.display()
+    );
+    Ok(())
+}
+
+fn touched_by(patches: &[(series::Patch, PathBuf)]) -> Result<BTreeSet<String>> {
+    let mut files = BTreeSet::new();
+    for (patch, path) in patches {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        files.extend(series::touched_files(&text, patch.strip));
+    }
+    Ok(files)
+}
+
+fn apply_one(tree: &Path, patch: &series::Patch, path: &Path) -> Result<()> {
+    let out = Command::new("patch")
+        .current_dir(tree)
+        .arg(format!("-p{}", patch.strip))
+        .args([
+            "--batch",
+            "--forward",
+            "--no-backup-if-mismatch",
+            "--reject-file=-",
+            "-i",
+        ])
+        .arg(path)
+        .output()
+        .context("cannot run patch (install it with cargo xtask setup)")?;
+    if !out.status.success() {
+        bail!(
+            "patch {} does not apply:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn copy_files(from: &Path, to: &Path, files: &BTreeSet<String>) -> Result<()> {
+    for file in files {
+        let src = from.join(file);
+        if src.exists() {
+            let dst = to.join(file);
+            std::fs::create_dir_all(dst.parent().expect("a file has a parent"))?;
+            std::fs::copy(&src, &dst).with_context(|| format!("cannot copy {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `tree` equal to the pristine tree plus the series. The series is
+/// applied to copies of just the files it touches; a file in `tree` is only
+/// rewritten when its content differs, so make rebuilds only what changed.
+/// Returns the number of files rewritten.
+fn apply_series(
+    pristine: &Path,
+    tree: &Path,
+    patches: &[(series::Patch, PathBuf)],
+) -> Result<usize> {
+    let state_path = tree.join(".colinux-series.json");
+    let state: serde_json::Value = std::fs::read_to_string(&state_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let pristine_name = pristine.display().to_string();
+    if state["pristine"] != pristine_name.as_str() {
+        // A new source: start over from a full copy.
+        let _ = std::fs::remove_dir_all(tree);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(pristine)
+            .arg(tree)
+            .status()?;
+        if !status.success() {
+            bail!("cannot copy {} to {}", pristine.display(), tree.display());
+        }
+    }
+    let touched = touched_by(patches)?;
+    let scratch = tempfile::tempdir()?;
+    let mini = scratch.path().join("tree");
+    std::fs::create_dir_all(&mini)?;
+    copy_files(pristine, &mini, &touched)?;
+    for (patch, path) in patches {
+        apply_one(&mini, patch, path)
+            .with_context(|| format!("the series stops at {}", patch.name))?;
+    }
+    let previously: BTreeSet<String> = state["touched"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut changed = 0;
+    for file in touched.union(&previously) {
+        let want = if mini.join(file).exists() {
+            Some(mini.join(file))
+        } else {
+            Some(pristine.join(file)).filter(|p| p.exists())
+        };
+        let have = tree.join(file);
+        let want_bytes = want.as_ref().map(std::fs::read).transpose()?;
+        if std::fs::read(&have).ok() == want_bytes {
+            continue;
+        }
+        changed += 1;
+        match want {
+            Some(src) => {
+                std::fs::create_dir_all(have.parent().expect("a file has a parent"))?;
+                let _ = std::fs::remove_file(&have);
+                std::fs::copy(&src, &have)?;
+            }
+            None => std::fs::remove_file(&have)?,
+        }
+    }
+    let state = json!({ "pristine": pristine_name, "touched": touched });
+    std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)?;
+    Ok(changed)
+}
+
+/// A tar.gz whose bytes depend only on the files: sorted names, fixed
+/// owners, mtimes clamped to SOURCE_DATE_EPOCH, gzip without a timestamp.
+fn deterministic_tar_gz(dir: &Path, out: &Path, sde: u64) -> Result<()> {
+    let tar = format!(
+        "tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@{sde} --clamp-mtime --format=gnu -C {} -cf - . | gzip -n -9 > {}",
+        shell_quote(dir),
+        shell_quote(out)
+    );
+    let status = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &tar])
+        .status()?;
+    if !status.success() {
+        bail!("cannot pack {} into {}", dir.display(), out.display());
+    }
+    Ok(())
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}

@@ -1,0 +1,248 @@
+//! The shape every stage shares (DESIGN.md §3): inputs, then a cache key,
+//! then outputs published atomically, then a manifest.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The workspace root: stages work relative to it wherever they are run from.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+/// Where stages keep what survives between runs (sources, build trees).
+pub fn cache_dir() -> PathBuf {
+    root().join("target/cache")
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A sha256 over everything that determines a stage's outputs. Each part is
+/// labelled and length-prefixed, so no two different input sets collide.
+pub struct CacheKey {
+    hasher: Sha256,
+    /// The inputs, for the manifest.
+    pub inputs: Vec<Value>,
+}
+
+impl CacheKey {
+    pub fn new(stage: &str) -> CacheKey {
+        let mut key = CacheKey {
+            hasher: Sha256::new(),
+            inputs: Vec::new(),
+        };
+        key.value("stage", stage);
+        key
+    }
+
+    pub fn value(&mut self, label: &str, value: &str) {
+        for part in [label, value] {
+            self.hasher.update((part.len() as u64).to_le_bytes());
+            self.hasher.update(part.as_bytes());
+        }
+    }
+
+    /// Hashes a file's contents under its path relative to the workspace.
+    pub fn file(&mut self, path: &Path) -> Result<String> {
+        let sha = sha256_file(path)?;
+        let name = path
+            .strip_prefix(root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        self.value(&name, &sha);
+        self.inputs.push(json!({ "path": name, "sha256": sha }));
+        Ok(sha)
+    }
+
+    pub fn finish(self) -> (String, Vec<Value>) {
+        (hex(&self.hasher.finalize()), self.inputs)
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, else the last commit's time.
+pub fn source_date_epoch() -> Result<u64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"));
+    }
+    let out = Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(root())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.trim()
+                .parse()
+                .with_context(|| format!("git log gave {text:?} as the commit time"))
+        }
+        _ => bail!("cannot find the last commit's time: set SOURCE_DATE_EPOCH"),
+    }
+}
+
+/// The first line of `program --version`, for cache keys and manifests.
+pub fn tool_version(program: &str) -> String {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "not installed".into())
+}
+
+const MANIFEST: &str = "manifest.json";
+
+/// True if `dest` holds a manifest for `key` and every output it lists is
+/// there with the recorded sha256.
+pub fn up_to_date(dest: &Path, key: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(dest.join(MANIFEST)) else {
+        return false;
+    };
+    let Ok(manifest) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    if manifest["cache_key"] != key {
+        return false;
+    }
+    let Some(outputs) = manifest["outputs"].as_array() else {
+        return false;
+    };
+    outputs.iter().all(|o| {
+        let (Some(name), Some(sha)) = (o["path"].as_str(), o["sha256"].as_str()) else {
+            return false;
+        };
+        sha256_file(&dest.join(name)).is_ok_and(|s| s == sha)
+    })
+}
+
+/// Writes the manifest into `staging` (listing every file there as an
+/// output) and moves `staging` into place as `dest`, replacing any old one.
+pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
+    let mut outputs = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(staging)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let path = staging.join(&name);
+        let size = std::fs::metadata(&path)?.len();
+        outputs.push(json!({ "path": name, "sha256": sha256_file(&path)?, "size": size }));
+    }
+    manifest["outputs"] = Value::Array(outputs);
+    std::fs::write(
+        staging.join(MANIFEST),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
+    let old = dest.with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dest.exists() {
+        std::fs::rename(dest, &old)
+            .with_context(|| format!("cannot move {} aside", dest.display()))?;
+    }
+    std::fs::rename(staging, dest).with_context(|| format!("cannot publish {}", dest.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// A fresh staging directory beside `dest`, removed if a stage fails.
+pub fn staging(dest: &Path) -> Result<tempfile::TempDir> {
+    let parent = dest.parent().expect("outputs live in a directory");
+    std::fs::create_dir_all(parent)?;
+    let name = dest.file_name().expect("a named output").to_string_lossy();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))
+}
+
+/// Runs a command with its output going to `log`. On failure the error
+/// names the command and carries the last 40 lines of the log.
+pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        bail!(
+            "{shown} failed ({status}); the last lines of {}:\n{tail}",
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let key = |parts: &[(&str, &str)]| {
+            let mut k = CacheKey::new("t");
+            parts.iter().for_each(|(l, v)| k.value(l, v));
+            k.finish().0
+        };
+        let base = key(&[("a", "1"), ("b", "2")]);
+        assert_eq!(base, key(&[("a", "1"), ("b", "2")]));
+        assert_ne!(base, key(&[("a", "1"), ("b", "3")]));
+        assert_ne!(
+            base,
+            key(&[("a", "12"), ("b", "")]),
+            "labels and values are delimited"
+        );
+        assert_ne!(base, key(&[("b", "2"), ("a", "1")]));
+    }
+
+    #[test]
+    fn publish_then_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let stage = staging(&dest).unwrap();
+        std::fs::write(stage.path().join("bzImage"), b"kernel").unwrap();
+        publish(&stage.keep(), &dest, json!({ "cache_key": "k1" })).unwrap();
+        assert!(up_to_date(&dest, "k1"));
+        assert!(!up_to_date(&dest, "k2"));
+        std::fs::write(dest.join("bzImage"), b"tampered").unwrap();
+        assert!(!up_to_date(&dest, "k1"));
+    }
+}
