@@ -32,6 +32,9 @@ pub struct Args {
     /// tree) instead of the pinned upstream tarball or Debian's linux-source.
     #[arg(long, value_name = "PATH")]
     source: Option<PathBuf>,
+    /// The patch series directory (source.toml, series, patches, config/).
+    #[arg(long, value_name = "DIR", default_value = "kernel-patches/linux-6.1")]
+    patches: PathBuf,
     /// Apply the patch series in dry-run mode against the source, report
     /// each patch, and build nothing.
     #[arg(long)]
@@ -58,19 +61,15 @@ impl Arch {
     }
 }
 
-/// The kernel series we build: its patches, fragments and source pins.
-pub fn patches_dir() -> PathBuf {
-    stage::root().join("kernel-patches/linux-6.1")
-}
-
 /// The project version, which the kernel carries as `-co-<version>`.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = patches_dir();
+    let dir = stage::root().join(&args.patches);
     let patches = series::load(&dir)?;
     let pins = source::Pins::load(&dir.join("source.toml"))?;
     let cache = stage::cache_dir().join("kernel");
+    let _lock = stage::lock(&cache)?;
     let arch = args.arch.name();
 
     let phase = Phase::start("fetch");

@@ -5,6 +5,7 @@
 
 mod bench;
 mod convert;
+mod initramfs;
 mod kernel;
 mod progress;
 mod setup;
@@ -34,6 +35,7 @@ enum Stage {
     Setup(setup::Args),
     Convert(convert::Args),
     Kernel(kernel::Args),
+    Initramfs(initramfs::Args),
     Bench(bench::Args),
     Test(test::Args),
 }
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Stage::Setup(args) => setup::run(args),
         Stage::Convert(args) => convert::run(args),
         Stage::Kernel(args) => kernel::run(args),
+        Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Test(args) => test::run(args),
     };

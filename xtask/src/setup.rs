@@ -53,6 +53,12 @@ const NEEDS: &[Needs] = &[
         ],
         rustup_targets: &[],
     },
+    Needs {
+        // The boot smoke test: QEMU, and static guest binaries for each guest arch.
+        stage: "kernel smoke test",
+        apt: &["qemu-system-x86"],
+        rustup_targets: &["i686-unknown-linux-musl", "x86_64-unknown-linux-musl"],
+    },
 ];
 
 pub fn run(args: Args) -> Result<()> {

@@ -185,6 +185,27 @@ pub fn staging(dest: &Path) -> Result<tempfile::TempDir> {
         .with_context(|| format!("cannot create a staging directory in {}", parent.display()))
 }
 
+/// Holds an exclusive lock on `dir` (created if needed) until dropped, so
+/// two runs of one stage never build in the same cache at once.
+pub fn lock(dir: &Path) -> Result<File> {
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(dir)?;
+    let file = File::create(dir.join(".lock"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        tracing::info!("waiting for another run that holds {}", dir.display());
+        // SAFETY: as above, now blocking.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "cannot lock {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(file)
+}
+
 /// Runs a command with its output going to `log`. On failure the error
 /// names the command and carries the last 40 lines of the log.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {

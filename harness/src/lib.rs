@@ -1,0 +1,308 @@
+//! A small harness that boots a guest under QEMU and reads its serial
+//! console, for the boot tests of the kernel, the images and the runtime.
+//!
+//! - Every timeout is multiplied by `COLINUX_TIMEOUT_SCALE` (default 1), so
+//!   slow machines scale them all with one variable.
+//! - The whole console goes to `target/test-logs/<name>.log` as it arrives;
+//!   errors name that file and quote its last lines.
+//! - Guests under test run on TCG: KVM is not trusted here (see the driver).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start {program}: {source} (is it installed? `cargo xtask setup` installs it)")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{name}: {what} not seen within {secs:.0} s; console log {log}; its last lines:\n{tail}"
+    )]
+    Timeout {
+        name: String,
+        what: String,
+        secs: f64,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{name}: the guest stopped ({status}) before {what}; console log {log}; its last lines:\n{tail}")]
+    Exited {
+        name: String,
+        what: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{name}: {message}; console log {log}")]
+    Failed {
+        name: String,
+        message: String,
+        log: PathBuf,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `COLINUX_TIMEOUT_SCALE` times `base`.
+pub fn scaled(base: Duration) -> Duration {
+    let scale = std::env::var("COLINUX_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0);
+    base.mul_f64(scale)
+}
+
+/// Where console logs go: `target/test-logs/` of the workspace, or
+/// `$COLINUX_TEST_LOGS`.
+pub fn log_dir() -> PathBuf {
+    std::env::var_os("COLINUX_TEST_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs"))
+}
+
+/// A running guest.
+pub struct Guest {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    log_path: PathBuf,
+    /// Everything the console printed so far.
+    transcript: Arc<Mutex<Vec<String>>>,
+}
+
+impl Guest {
+    /// Starts `program args…` (a QEMU command line whose serial console is
+    /// on stdio) as the guest called `name`.
+    pub fn start(name: &str, program: &str, args: &[String]) -> Result<Guest> {
+        let dir = log_dir();
+        std::fs::create_dir_all(&dir)?;
+        let log_path = dir.join(format!("{name}.log"));
+        let log = Arc::new(Mutex::new(File::create(&log_path)?));
+        writeln!(
+            log.lock().expect("log lock"),
+            "$ {program} {}",
+            args.join(" ")
+        )?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: program.into(),
+                source,
+            })?;
+        let (tx, lines) = mpsc::channel();
+        let transcript = Arc::new(Mutex::new(Vec::new()));
+        let outputs: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("piped")),
+            Box::new(child.stderr.take().expect("piped")),
+        ];
+        for output in outputs {
+            let (tx, log, transcript) = (tx.clone(), log.clone(), transcript.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(output);
+                let mut raw = Vec::new();
+                while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+                    let line = String::from_utf8_lossy(&raw)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    raw.clear();
+                    let _ = writeln!(log.lock().expect("log lock"), "{line}");
+                    transcript
+                        .lock()
+                        .expect("transcript lock")
+                        .push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Ok(Guest {
+            name: name.into(),
+            child,
+            lines,
+            log_path,
+            transcript,
+        })
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Every console line so far.
+    pub fn transcript(&self) -> Vec<String> {
+        self.transcript.lock().expect("transcript lock").clone()
+    }
+
+    fn tail(&self) -> String {
+        let t = self.transcript();
+        t[t.len().saturating_sub(25)..].join("\n")
+    }
+
+    /// Waits for a console line containing `marker`, for at most
+    /// `timeout` (scaled), and returns that line.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<String> {
+        let timeout = scaled(timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(Error::Timeout {
+                        name: self.name.clone(),
+                        what: format!("{marker:?}"),
+                        secs: timeout.as_secs_f64(),
+                        log: self.log_path.clone(),
+                        tail: self.tail(),
+                    })
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(Error::Exited {
+                        name: self.name.clone(),
+                        what: format!("{marker:?}"),
+                        status,
+                        log: self.log_path.clone(),
+                        tail: self.tail(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for the engine to exit by itself (the guest powered off), for
+    /// at most `timeout` (scaled); kills it past that.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let timeout = scaled(timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    what: "power-off".into(),
+                    secs: timeout.as_secs_f64(),
+                    log: self.log_path.clone(),
+                    tail: self.tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A failure about this guest, pointing at its console log.
+    pub fn fail(&self, message: impl Into<String>) -> Error {
+        Error::Failed {
+            name: self.name.clone(),
+            message: message.into(),
+            log: self.log_path.clone(),
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The QEMU command line for a direct-kernel boot under TCG with the
+/// serial console on stdio: the common part of every boot test.
+pub fn qemu_direct_boot(
+    arch: &str,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    append: &str,
+    memory_mib: u32,
+) -> (String, Vec<String>) {
+    let program = match arch {
+        "x86_64" => "qemu-system-x86_64",
+        _ => "qemu-system-i386",
+    };
+    let mut args: Vec<String> = [
+        "-accel",
+        "tcg",
+        "-machine",
+        "pc",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend([
+        "-m".into(),
+        memory_mib.to_string(),
+        "-kernel".into(),
+        kernel.display().to_string(),
+    ]);
+    if let Some(initrd) = initrd {
+        args.extend(["-initrd".into(), initrd.display().to_string()]);
+    }
+    args.extend(["-append".into(), append.into()]);
+    (program.into(), args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_timeouts_and_exit_with_a_stand_in_guest() {
+        // The harness only needs a process with a console: sh stands in.
+        let script = "echo booting; echo 'MARKER: ready'; sleep 0.2; echo done".to_string();
+        let mut g = Guest::start("harness-self-test", "sh", &["-c".into(), script]).unwrap();
+        assert_eq!(
+            g.wait_for("MARKER:", Duration::from_secs(10)).unwrap(),
+            "MARKER: ready"
+        );
+        assert!(g.wait_exit(Duration::from_secs(10)).unwrap().success());
+        let err = g
+            .wait_for("never printed", Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the guest stopped") && err.contains("harness-self-test.log"),
+            "{err}"
+        );
+        let log = std::fs::read_to_string(g.log_path()).unwrap();
+        assert!(log.contains("MARKER: ready") && log.contains("done"));
+    }
+
+    #[test]
+    fn a_hung_guest_times_out_and_is_killed() {
+        let mut g = Guest::start("harness-hang-test", "sleep", &["30".into()]).unwrap();
+        let started = Instant::now();
+        let err = g
+            .wait_for("anything", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(g.wait_exit(Duration::from_millis(300)).is_err());
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}
