@@ -152,7 +152,7 @@ fn push_entry(out: &mut Vec<u8>, ino: u32, e: &Entry, mtime: u64) {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -186,6 +186,6 @@ mod tests {
             );
         }
         assert!(listing.contains("crw-------"), "{listing}");
-        assert_eq!(archive.len() % 4, 0);
+        assert!(archive.len().is_multiple_of(4));
     }
 }
