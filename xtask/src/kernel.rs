@@ -110,7 +110,15 @@ pub fn run(args: Args) -> Result<()> {
 
     let phase = Phase::start("patch");
     let tree = cache.join("tree");
-    let changed = apply_series(&pristine, &tree, &patches)?;
+    let changed = apply_series(&pristine, &src.sha256, &tree, &patches)?;
+    let localversion = std::fs::read_to_string(tree.join("localversion-co")).unwrap_or_default();
+    if localversion.trim() != format!("-co-{VERSION}") {
+        bail!(
+            "the series sets the kernel's localversion to {:?}, but the project version is {VERSION}: update localversion-co in {}",
+            localversion.trim(),
+            dir.display()
+        );
+    }
     phase.done(&format!(
         "{} patches, {changed} files changed since the last build",
         patches.len()
@@ -121,10 +129,16 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         cache.join(format!("build-{arch}"))
     };
-    if args.verify_reproducible {
+    // The tree keeps the tarball's mtimes, so objects built from another
+    // source could look newer than their new sources: start that build over.
+    let built_from = build.join(".colinux-source");
+    if args.verify_reproducible
+        || std::fs::read_to_string(&built_from).ok().as_deref() != Some(src.sha256.as_str())
+    {
         let _ = std::fs::remove_dir_all(&build);
     }
     std::fs::create_dir_all(&build)?;
+    std::fs::write(&built_from, &src.sha256)?;
     let log = cache.join(format!("build-{arch}.log"));
     std::fs::write(&log, "")?;
     let make = Make {
@@ -156,28 +170,31 @@ pub fn run(args: Args) -> Result<()> {
             bail!("the bzImage is not reproducible: {} has {published}, the rebuild in {} has {rebuilt}", dest.display(), build.display());
         }
         tracing::info!("kernel: reproducible: a clean rebuild without ccache gives the same bzImage ({rebuilt})");
+        std::fs::remove_dir_all(&build)?;
         return Ok(());
     }
 
+    let release = std::fs::read_to_string(build.join("include/config/kernel.release"))?
+        .trim()
+        .to_string();
     let phase = Phase::start("install");
     let staging = stage::staging(&dest)?;
     let out = staging.path();
     let modules_root = cache.join(format!("modules-{arch}"));
     let _ = std::fs::remove_dir_all(&modules_root);
     let root_arg = format!("INSTALL_MOD_PATH={}", modules_root.display());
-    make.run(&[
-        "modules_install",
-        &root_arg,
-        "INSTALL_MOD_STRIP=1",
-        "DEPMOD=/bin/true",
-    ])?;
+    make.run(&["modules_install", &root_arg, "INSTALL_MOD_STRIP=1"])?;
+    // The build/source links point into this machine's build tree.
+    for link in ["build", "source"] {
+        let path = modules_root.join("lib/modules").join(&release).join(link);
+        if path.is_symlink() {
+            std::fs::remove_file(&path)?;
+        }
+    }
     std::fs::copy(&bzimage, out.join("bzImage"))?;
     std::fs::copy(build.join(".config"), out.join(".config"))?;
     std::fs::copy(build.join("System.map"), out.join("System.map"))?;
     deterministic_tar_gz(&modules_root, &out.join("modules.tar.gz"), sde)?;
-    let release = std::fs::read_to_string(build.join("include/config/kernel.release"))?
-        .trim()
-        .to_string();
     phase.done(&format!("modules of {release}"));
 
     let manifest = json!({
@@ -361,25 +378,36 @@ fn touched_by(patches: &[(series::Patch, PathBuf)]) -> Result<BTreeSet<String>> 
 }
 
 fn apply_one(tree: &Path, patch: &series::Patch, path: &Path) -> Result<()> {
+    let rejects = tempfile::tempdir()?;
+    let reject_file = rejects.path().join("rejected.rej");
     let out = Command::new("patch")
         .current_dir(tree)
         .arg(format!("-p{}", patch.strip))
+        // No fuzz: a series that no longer applies exactly must say so, not
+        // land its hunks somewhere nearby.
         .args([
             "--batch",
             "--forward",
+            "--fuzz=0",
             "--no-backup-if-mismatch",
-            "--reject-file=-",
-            "-i",
         ])
+        .arg(format!("--reject-file={}", reject_file.display()))
+        .arg("-i")
         .arg(path)
         .output()
         .context("cannot run patch (install it with cargo xtask setup)")?;
     if !out.status.success() {
+        let rejected = std::fs::read_to_string(&reject_file).unwrap_or_default();
         bail!(
-            "patch {} does not apply:\n{}{}",
+            "patch {} does not apply:\n{}{}{}",
             path.display(),
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!("the rejected hunks:\n{rejected}")
+            }
         );
     }
     Ok(())
@@ -403,6 +431,7 @@ fn copy_files(from: &Path, to: &Path, files: &BTreeSet<String>) -> Result<()> {
 /// Returns the number of files rewritten.
 fn apply_series(
     pristine: &Path,
+    source_id: &str,
     tree: &Path,
     patches: &[(series::Patch, PathBuf)],
 ) -> Result<usize> {
@@ -411,8 +440,7 @@ fn apply_series(
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    let pristine_name = pristine.display().to_string();
-    if state["pristine"] != pristine_name.as_str() {
+    if state["source"] != source_id {
         // A new source: start over from a full copy.
         let _ = std::fs::remove_dir_all(tree);
         let status = Command::new("cp")
@@ -463,7 +491,7 @@ fn apply_series(
             None => std::fs::remove_file(&have)?,
         }
     }
-    let state = json!({ "pristine": pristine_name, "touched": touched });
+    let state = json!({ "source": source_id, "touched": touched });
     std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)?;
     Ok(changed)
 }
@@ -487,4 +515,86 @@ fn deterministic_tar_gz(dir: &Path, out: &Path, sde: u64) -> Result<()> {
 
 fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn patch_adding(file: &str, old: &str, new: &str) -> String {
+        format!("Test patch.\n--- a/{file}\n+++ b/{file}\n@@ -1 +1,2 @@\n {old}\n+{new}\n")
+    }
+
+    fn mtime(p: &Path) -> SystemTime {
+        std::fs::metadata(p).unwrap().modified().unwrap()
+    }
+
+    /// The tree equals pristine + series after every run, and only files
+    /// whose content changed get rewritten (so make rebuilds only those).
+    #[test]
+    fn series_changes_rewrite_only_changed_files() {
+        let t = tempfile::tempdir().unwrap();
+        let pristine = t.path().join("pristine");
+        std::fs::create_dir_all(pristine.join("drivers")).unwrap();
+        std::fs::write(pristine.join("drivers/a.c"), "a\n").unwrap();
+        std::fs::write(pristine.join("drivers/b.c"), "b\n").unwrap();
+        std::fs::write(pristine.join("Makefile"), "all:\n").unwrap();
+        let series_dir = t.path().join("series");
+        std::fs::create_dir_all(&series_dir).unwrap();
+        let tree = t.path().join("tree");
+        let load = |text: &str| -> Vec<(series::Patch, PathBuf)> {
+            std::fs::write(series_dir.join("series"), text).unwrap();
+            series::load(&series_dir).unwrap()
+        };
+        std::fs::write(
+            series_dir.join("1.patch"),
+            patch_adding("drivers/a.c", "a", "a2"),
+        )
+        .unwrap();
+        std::fs::write(
+            series_dir.join("2.patch"),
+            patch_adding("drivers/b.c", "b", "b2"),
+        )
+        .unwrap();
+
+        let changed = apply_series(&pristine, "src1", &tree, &load("1.patch\n2.patch\n")).unwrap();
+        assert_eq!(changed, 2);
+        assert_eq!(
+            std::fs::read_to_string(tree.join("drivers/a.c")).unwrap(),
+            "a\na2\n"
+        );
+        let a_time = mtime(&tree.join("drivers/a.c"));
+        std::thread::sleep(Duration::from_millis(20));
+
+        // Same series again: nothing is rewritten.
+        assert_eq!(
+            apply_series(&pristine, "src1", &tree, &load("1.patch\n2.patch\n")).unwrap(),
+            0
+        );
+        // Drop patch 2: b.c goes back to pristine, a.c keeps its mtime.
+        assert_eq!(
+            apply_series(&pristine, "src1", &tree, &load("1.patch\n")).unwrap(),
+            1
+        );
+        assert_eq!(
+            std::fs::read_to_string(tree.join("drivers/b.c")).unwrap(),
+            "b\n"
+        );
+        assert_eq!(mtime(&tree.join("drivers/a.c")), a_time);
+
+        // A patch that does not apply names itself.
+        std::fs::write(
+            series_dir.join("3.patch"),
+            patch_adding("drivers/b.c", "nope", "x"),
+        )
+        .unwrap();
+        let err = apply_series(&pristine, "src1", &tree, &load("1.patch\n3.patch\n")).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("the series stops at 3.patch"), "{err}");
+        assert!(
+            err.contains("the rejected hunks:") && err.contains("+x"),
+            "{err}"
+        );
+    }
 }
