@@ -102,11 +102,22 @@ fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), Str
     }
 }
 
+/// /dev, /proc and /sys. With root= on a disk, the kernel has already
+/// mounted devtmpfs on /dev (CONFIG_DEVTMPFS_MOUNT): busy is fine.
 fn base_mounts() -> Result<String, String> {
-    mount("devtmpfs", "/dev", "devtmpfs", "")?;
-    mount("proc", "/proc", "proc", "")?;
-    mount("sysfs", "/sys", "sysfs", "")?;
-    Ok(String::new())
+    let mut already = Vec::new();
+    for (fstype, target) in [("devtmpfs", "/dev"), ("proc", "/proc"), ("sysfs", "/sys")] {
+        match mount(fstype, target, fstype, "") {
+            Ok(()) => {}
+            Err(e) if e.contains("Resource busy") => already.push(target),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(if already.is_empty() {
+        String::new()
+    } else {
+        format!("(already mounted: {})", already.join(" "))
+    })
 }
 
 fn cobd(n: u32) -> Result<String, String> {

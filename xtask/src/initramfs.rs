@@ -49,7 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("building guest-init for {target} failed (is the target installed? `cargo xtask setup` adds it)");
     }
     let init = root.join("target").join(target).join("release/guest-init");
-    let sde = stage::source_date_epoch()?;
+    let sde = stage::source_date_epoch(&[&root.join("guest-init")])?;
     let mut key = CacheKey::new("initramfs");
     key.value("arch", args.arch.name());
     key.value("SOURCE_DATE_EPOCH", &sde.to_string());

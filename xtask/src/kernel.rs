@@ -61,6 +61,15 @@ impl Arch {
     }
 }
 
+/// This stage's own code is an input too: changing how it builds changes
+/// what it builds.
+const STAGE_CODE: &str = concat!(
+    include_str!("kernel.rs"),
+    include_str!("kernel/source.rs"),
+    include_str!("kernel/kconfig.rs"),
+    include_str!("stage.rs")
+);
+
 /// The project version, which the kernel carries as `-co-<version>`.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -84,12 +93,13 @@ pub fn run(args: Args) -> Result<()> {
         return check_patches(&pristine, &patches);
     }
 
-    let sde = stage::source_date_epoch()?;
+    let sde = stage::source_date_epoch(&[&dir])?;
     let fragments = fragments(&dir, args.arch);
     let mut key = CacheKey::new("kernel");
     key.value("arch", arch);
     key.value("source", &src.sha256);
     key.value("version", VERSION);
+    key.value("stage code", STAGE_CODE);
     key.value("SOURCE_DATE_EPOCH", &sde.to_string());
     key.file(&dir.join("series"))?;
     for (_, path) in &patches {

@@ -86,27 +86,28 @@ impl CacheKey {
     }
 }
 
-/// `SOURCE_DATE_EPOCH` from the environment, else the last commit's time.
-pub fn source_date_epoch() -> Result<u64> {
+/// `SOURCE_DATE_EPOCH` from the environment, else the time of the last
+/// commit that touched `inputs` (else of the last commit at all). Keying it
+/// to the stage's own inputs keeps unrelated commits from forcing rebuilds.
+pub fn source_date_epoch(inputs: &[&Path]) -> Result<u64> {
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
         return v
             .trim()
             .parse()
             .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"));
     }
-    let out = Command::new("git")
-        .args(["log", "-1", "--format=%ct"])
-        .current_dir(root())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            text.trim()
-                .parse()
-                .with_context(|| format!("git log gave {text:?} as the commit time"))
-        }
-        _ => bail!("cannot find the last commit's time: set SOURCE_DATE_EPOCH"),
-    }
+    let last_commit = |paths: &[&Path]| -> Option<u64> {
+        let out = Command::new("git")
+            .args(["log", "-1", "--format=%ct", "--"])
+            .args(paths)
+            .current_dir(root())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    last_commit(inputs).or_else(|| last_commit(&[])).context(
+        "cannot find the last commit's time (is this a git checkout?): set SOURCE_DATE_EPOCH",
+    )
 }
 
 /// The first line of `program --version`, for cache keys and manifests.
