@@ -70,6 +70,10 @@ const STAGE_CODE: &str = concat!(
     include_str!("stage.rs")
 );
 
+/// Bump when the compiler's environment changes in a way make cannot see:
+/// build directories made under another value are started over.
+const BUILD_ENV: &str = "2: ccache without CCACHE_BASEDIR";
+
 /// The project version, which the kernel carries as `-co-<version>`.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -140,15 +144,18 @@ pub fn run(args: Args) -> Result<()> {
         cache.join(format!("build-{arch}"))
     };
     // The tree keeps the tarball's mtimes, so objects built from another
-    // source could look newer than their new sources: start that build over.
+    // source could look newer than their new sources; and make cannot see a
+    // change in how the compiler is run from its environment. Either way,
+    // start that build over.
     let built_from = build.join(".colinux-source");
+    let stamp = format!("{} {BUILD_ENV}", src.sha256);
     if args.verify_reproducible
-        || std::fs::read_to_string(&built_from).ok().as_deref() != Some(src.sha256.as_str())
+        || std::fs::read_to_string(&built_from).ok().as_deref() != Some(stamp.as_str())
     {
         let _ = std::fs::remove_dir_all(&build);
     }
     std::fs::create_dir_all(&build)?;
-    std::fs::write(&built_from, &src.sha256)?;
+    std::fs::write(&built_from, &stamp)?;
     let log = cache.join(format!("build-{arch}.log"));
     std::fs::write(&log, "")?;
     let make = Make {
@@ -250,11 +257,11 @@ impl Make<'_> {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         ));
         if self.ccache && which("ccache") {
-            // Paths under the workspace are hashed relative to it, so caches
-            // survive a fresh clone at another path.
+            // No CCACHE_BASEDIR: it rewrites absolute paths into relative
+            // ones, which the kernel's -fmacro-prefix-map then misses, and
+            // __FILE__ strings in the image change (measured: 4 KiB of
+            // .rodata). Cache hits need the same checkout path instead.
             cmd.args(["CC=ccache gcc", "HOSTCC=ccache gcc"]);
-            cmd.env("CCACHE_BASEDIR", stage::root());
-            cmd.env("CCACHE_NOHASHDIR", "true");
         }
         cmd.env("KBUILD_BUILD_TIMESTAMP", build_timestamp(self.sde));
         cmd.env("KBUILD_BUILD_USER", "colinux");

@@ -185,3 +185,42 @@ fn kernel_mounts_root_from_cobd0_without_an_initrd() {
     drive(&mut args, &disk0);
     boot_and_check("kernel-rootfs-i386", &program, &args, &["cobd0"]);
 }
+
+/// The config check on a real kconfig run: cobd depends on virtio-blk, so
+/// with virtio-blk switched off olddefconfig drops cobd, and the stage must
+/// fail naming it before building anything.
+#[test]
+fn config_check_catches_an_option_whose_dependency_is_missing() {
+    kernel_and_initramfs(); // the tree exists; runs of the stage serialize on its lock
+    let t = tempfile::tempdir().unwrap();
+    let patches = t.path().join("linux-6.1");
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(root().join("kernel-patches/linux-6.1"))
+        .arg(&patches)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let arch_fragment = patches.join("config/i386.config");
+    let mut text = std::fs::read_to_string(&arch_fragment).unwrap();
+    text.push_str("# CONFIG_VIRTIO_BLK is not set\n");
+    std::fs::write(&arch_fragment, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["kernel", "--arch", "i386", "--patches"])
+        .arg(&patches)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the stage accepted a config that lost CONFIG_VIRTIO_BLK_COBD"
+    );
+    assert!(
+        stderr.contains("did not stick") && stderr.contains("CONFIG_VIRTIO_BLK_COBD=y (got n)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("build: started"),
+        "it built anyway: {stderr}"
+    );
+}
