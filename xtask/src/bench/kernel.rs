@@ -179,7 +179,9 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
         .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
         .context("apt knows no linux-image-686 (add the i386 architecture: dpkg --add-architecture i386 && apt-get update)")?
         .to_string();
-    let unpacked = dir.join(&package);
+    // "linux-image-6.1.0-50-686:i386": the file name has no architecture suffix.
+    let file_prefix = package.split(':').next().unwrap_or(&package).to_string();
+    let unpacked = dir.join(&file_prefix);
     if !unpacked.join("boot").is_dir() {
         let status = Command::new("apt-get")
             .args(["download", &package])
@@ -192,7 +194,7 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| {
                 p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&package))
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&file_prefix))
                     && p.extension().is_some_and(|e| e == "deb")
             })
             .context("apt-get download produced no .deb")?;
