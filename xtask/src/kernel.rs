@@ -256,7 +256,7 @@ impl Make<'_> {
             "-j{}",
             std::thread::available_parallelism().map_or(2, |n| n.get())
         ));
-        if self.ccache && which("ccache") {
+        if self.ccache && stage::which("ccache").is_some() {
             // No CCACHE_BASEDIR: it rewrites absolute paths into relative
             // ones, which the kernel's -fmacro-prefix-map then misses, and
             // __FILE__ strings in the image change (measured: 4 KiB of
@@ -288,14 +288,6 @@ fn build_timestamp(sde: u64) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("@{sde}"))
-}
-
-fn which(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// tinyconfig, then our fragments merged with the kernel's own

@@ -148,7 +148,7 @@ fn apt_update(sh: &Shell) -> Result<()> {
 }
 
 fn missing_packages(sh: &Shell, packages: &[&str]) -> Result<Vec<String>> {
-    if which("dpkg-query").is_none() {
+    if crate::stage::which("dpkg-query").is_none() {
         bail!(
             "this host has no dpkg; install the equivalents of these Debian packages: {}",
             packages.join(" ")
@@ -187,12 +187,4 @@ fn missing_rustup_targets(sh: &Shell, targets: &[&str]) -> Result<Vec<String>> {
         .filter(|t| !installed.lines().any(|l| l.trim() == **t))
         .map(|t| t.to_string())
         .collect())
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| std::path::Path::new(dir).join(program))
-        .find(|p| p.is_file())
 }

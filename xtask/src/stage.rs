@@ -121,6 +121,15 @@ pub fn tool_version(program: &str) -> String {
         .unwrap_or_else(|| "not installed".into())
 }
 
+/// The program's path if it is on PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
 const MANIFEST: &str = "manifest.json";
 
 /// True if `dest` holds a manifest for `key` and every output it lists is
