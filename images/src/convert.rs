@@ -82,10 +82,7 @@ pub fn convert(
     if written != size {
         return Err(Error::new(
             output,
-            ErrorKind::Tool {
-                command: "extraction".into(),
-                message: format!("wrote {written} bytes instead of {size}"),
-            },
+            ErrorKind::Unsupported(format!("wrote {written} bytes instead of {size}")),
         ));
     }
     let found = fs::probe(out.file(), 0, size);

@@ -83,6 +83,9 @@ pub enum ErrorKind {
     Exists,
     #[error("`{command}` failed: {message}")]
     Tool { command: String, message: String },
+    /// Input we understand but cannot do what was asked with.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn join(numbers: &[u32]) -> String {

@@ -65,13 +65,10 @@ pub fn to_disk(
     if image.format != Format::Raw {
         return Err(Error::new(
             input,
-            ErrorKind::Tool {
-                command: "convert --to-disk".into(),
-                message: format!(
-                    "takes a raw filesystem image, and this is {}; convert it with `qemu-img convert -O raw` first",
-                    image.format.name()
-                ),
-            },
+            ErrorKind::Unsupported(format!(
+                "is a {} image, but --to-disk takes a raw filesystem image; convert it with `qemu-img convert -O raw` first",
+                image.format.name()
+            )),
         ));
     }
     let size = image.size();
@@ -130,10 +127,9 @@ fn write_raw(
             if start_sector + sectors > u64::from(u32::MAX) {
                 return Err(Error::new(
                     &image.path,
-                    ErrorKind::Tool {
-                        command: "convert --to-disk".into(),
-                        message: "is too large for an MBR disk (2 TiB); use --gpt".into(),
-                    },
+                    ErrorKind::Unsupported(
+                        "is too large for an MBR disk (2 TiB); use --gpt".into(),
+                    ),
                 ));
             }
             let start = start_sector * mbr::SECTOR;

@@ -112,8 +112,12 @@ pub fn run(args: Args) -> Result<()> {
     for path in &fragments {
         key.file(path)?;
     }
-    for tool in ["gcc", "make", "ld"] {
-        key.value(tool, &stage::tool_version(tool));
+    let tools: serde_json::Map<String, serde_json::Value> = ["gcc", "make", "ld"]
+        .iter()
+        .map(|t| (t.to_string(), stage::tool_version(t).into()))
+        .collect();
+    for (tool, version) in &tools {
+        key.value(tool, version.as_str().unwrap_or_default());
     }
     let (cache_key, inputs) = key.finish();
     let dest = stage::root().join("target/kernel").join(arch);
@@ -222,7 +226,7 @@ pub fn run(args: Args) -> Result<()> {
         "SOURCE_DATE_EPOCH": sde,
         "source": src.manifest(),
         "inputs": inputs,
-        "tools": { "gcc": stage::tool_version("gcc"), "make": stage::tool_version("make"), "ld": stage::tool_version("ld") },
+        "tools": tools,
     });
     stage::publish(&staging.keep(), &dest, manifest)?;
     tracing::info!("kernel: wrote {} ({release})", dest.display());
