@@ -5,6 +5,7 @@
 
 mod bench;
 mod convert;
+mod image;
 mod initramfs;
 mod kernel;
 mod progress;
@@ -35,6 +36,7 @@ enum Stage {
     Setup(setup::Args),
     Convert(convert::Args),
     Kernel(kernel::Args),
+    Image(image::Args),
     Initramfs(initramfs::Args),
     Bench(bench::Args),
     Test(test::Args),
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Stage::Setup(args) => setup::run(args),
         Stage::Convert(args) => convert::run(args),
         Stage::Kernel(args) => kernel::run(args),
+        Stage::Image(args) => image::run(args),
         Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Test(args) => test::run(args),

@@ -110,6 +110,7 @@ impl Drop for Reporter {
 pub struct Phase {
     name: &'static str,
     started: Instant,
+    last_log: Instant,
     spinner: Option<ProgressBar>,
 }
 
@@ -131,7 +132,21 @@ impl Phase {
         Phase {
             name,
             started: Instant::now(),
+            last_log: Instant::now(),
             spinner,
+        }
+    }
+
+    /// Shows how far the phase is: on the spinner, or (without a
+    /// terminal) a log line at most every ten seconds.
+    pub fn update(&mut self, detail: &str) {
+        match &self.spinner {
+            Some(s) => s.set_message(format!("{}: {detail}", self.name)),
+            None if self.last_log.elapsed() >= Duration::from_secs(10) => {
+                self.last_log = Instant::now();
+                tracing::info!("{}: {detail}", self.name);
+            }
+            None => {}
         }
     }
 

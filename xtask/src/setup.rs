@@ -59,6 +59,28 @@ const NEEDS: &[Needs] = &[
         apt: &["qemu-system-x86"],
         rustup_targets: &["i686-unknown-linux-musl", "x86_64-unknown-linux-musl"],
     },
+    Needs {
+        // Root filesystems: mmdebstrap (uidmap for its unshare mode), the
+        // Debian archive keyring, curl to check the mirror first, mke2fs and
+        // debugfs, zstd for the compressed copy. (Ubuntu's keyring is not
+        // in Debian bookworm: the ubuntu recipe says where to get it.)
+        stage: "image",
+        apt: &[
+            "mmdebstrap",
+            "uidmap",
+            "debian-archive-keyring",
+            "curl",
+            "e2fsprogs",
+            "zstd",
+        ],
+        rustup_targets: &[],
+    },
+    Needs {
+        // The image boot test logs in over SSH through QEMU's port forward.
+        stage: "image boot test",
+        apt: &["openssh-client"],
+        rustup_targets: &[],
+    },
 ];
 
 pub fn run(args: Args) -> Result<()> {

@@ -1,0 +1,267 @@
+//! Collects values from every source (command line, config files, ini
+//! files) into one [`Settings`], applying the rules the old coLinux got
+//! wrong: the last single value wins, a device index defined twice is an
+//! error naming both places, and the kernel command line is never cut.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::{Error, ErrorKind, Origin, MAX_KERNEL_CMDLINE};
+use crate::net::{MacAddr, Net, NetKind};
+use crate::settings::{
+    Accel, Alias, Arch, Cocon, Disk, Exec, Located, NfsRoot, Serial, SerialOptions, Settings,
+    Share, MAX_COBD,
+};
+use crate::CmdlineTooLong;
+
+/// One parsed `name=value`, from either parser.
+#[derive(Debug)]
+pub(crate) enum Value {
+    Kernel(PathBuf),
+    Initrd(PathBuf),
+    Mem(u32),
+    Smp(u8),
+    Arch(Arch),
+    Accel(Accel),
+    Qemu(PathBuf),
+    Cocon(Cocon),
+    Cobd(u8, PathBuf),
+    Alias(String, AliasTarget),
+    Eth(u8, NetKind, Option<MacAddr>),
+    Cofs(u8, PathBuf),
+    Ttys(u8, String, SerialOptions),
+    Exec(u8, PathBuf, Option<String>),
+    Nfs(NfsRoot),
+    /// A token for the guest kernel, as it goes on its command line.
+    KernelArg(String),
+}
+
+/// What `hdXN=` names.
+#[derive(Debug)]
+pub(crate) enum AliasTarget {
+    /// A file, which gets the lowest free cobd index.
+    File(PathBuf),
+    /// `:cobdN`, which must be defined somewhere.
+    Cobd(u8),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Builder {
+    settings: Settings,
+    /// Aliases wait for `finish`, so that `hda1=file` takes an index that no
+    /// explicit `cobdN` uses, wherever that `cobdN` is written.
+    aliases: Vec<(String, AliasTarget, Origin)>,
+    alias_origins: BTreeMap<String, Origin>,
+    /// Bytes of the pass-through tokens joined by spaces.
+    kernel_args_len: usize,
+}
+
+impl Builder {
+    pub fn add(&mut self, value: Value, origin: Origin) -> Result<(), Error> {
+        let s = &mut self.settings;
+        fn at<T>(value: T, origin: &Origin) -> Option<Located<T>> {
+            Some(Located {
+                value,
+                origin: origin.clone(),
+            })
+        }
+        match value {
+            // Single values: the last one wins, as the coLinux docs promised.
+            Value::Kernel(path) => s.kernel = at(path, &origin),
+            Value::Initrd(path) => s.initrd = at(path, &origin),
+            Value::Mem(mb) => s.mem_mb = at(mb, &origin),
+            Value::Smp(cpus) => s.smp = at(cpus, &origin),
+            Value::Arch(arch) => s.arch = at(arch, &origin),
+            Value::Accel(accel) => s.accel = at(accel, &origin),
+            Value::Qemu(path) => s.qemu = at(path, &origin),
+            Value::Cocon(cocon) => s.cocon = at(cocon, &origin),
+            Value::Nfs(nfs) => s.nfs_root = at(nfs, &origin),
+            // Devices: one definition per index.
+            Value::Cobd(index, path) => {
+                insert_once(&mut s.cobd, "cobd", index, Disk { path, origin })?
+            }
+            Value::Cofs(index, dir) => {
+                insert_once(&mut s.cofs, "cofs", index, Share { dir, origin })?
+            }
+            Value::Ttys(index, device, options) => insert_once(
+                &mut s.ttys,
+                "ttys",
+                index,
+                Serial {
+                    device,
+                    options,
+                    origin,
+                },
+            )?,
+            Value::Exec(index, program, args) => insert_once(
+                &mut s.exec,
+                "exec",
+                index,
+                Exec {
+                    program,
+                    args,
+                    origin,
+                },
+            )?,
+            Value::Eth(index, kind, mac) => {
+                let net = Net { kind, mac, origin };
+                check_port_overlap(&s.eth, &net)?;
+                insert_once(&mut s.eth, "eth", index, net)?;
+            }
+            Value::Alias(name, target) => {
+                if let Some(first) = self.alias_origins.get(&name) {
+                    return Err(Error::new(
+                        origin,
+                        ErrorKind::Duplicate {
+                            name,
+                            first: first.clone(),
+                        },
+                    ));
+                }
+                self.alias_origins.insert(name.clone(), origin.clone());
+                self.aliases.push((name, target, origin));
+            }
+            Value::KernelArg(arg) => {
+                // Refuse at the token that crosses the limit, so the error
+                // says which file and line made the command line too long.
+                let separator = usize::from(!s.kernel_args.is_empty());
+                let len = self.kernel_args_len + separator + arg.len();
+                if len > MAX_KERNEL_CMDLINE {
+                    return Err(Error::new(origin, CmdlineTooLong { len }.into()));
+                }
+                self.kernel_args_len = len;
+                s.kernel_args.push(arg);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Settings, Error> {
+        let s = &mut self.settings;
+        for (name, target, origin) in self.aliases {
+            let cobd = match target {
+                AliasTarget::Cobd(cobd) if s.cobd.contains_key(&cobd) => cobd,
+                AliasTarget::Cobd(cobd) => {
+                    return Err(Error::new(
+                        origin,
+                        ErrorKind::AliasTargetUndefined { alias: name, cobd },
+                    ))
+                }
+                AliasTarget::File(path) => {
+                    let Some(free) = (0..=MAX_COBD).find(|i| !s.cobd.contains_key(i)) else {
+                        return Err(Error::new(origin, ErrorKind::NoFreeCobd { alias: name }));
+                    };
+                    s.cobd.insert(
+                        free,
+                        Disk {
+                            path,
+                            origin: origin.clone(),
+                        },
+                    );
+                    free
+                }
+            };
+            s.aliases.insert(name, Alias { cobd, origin });
+        }
+
+        // Checked at the end because arch= may come after mem=.
+        let arch = s.arch();
+        if let Some(mem) = &s.mem_mb {
+            if mem.value > arch.max_mem_mb() {
+                return Err(Error::new(
+                    mem.origin.clone(),
+                    ErrorKind::BadValue {
+                        what: "memory size",
+                        value: mem.value.to_string(),
+                        expected: format!(
+                            "at most {} MB for an {} guest{}",
+                            arch.max_mem_mb(),
+                            arch.as_str(),
+                            if arch == Arch::I386 {
+                                " (64 GB with PAE); use arch=x86_64 for more"
+                            } else {
+                                ""
+                            }
+                        ),
+                    },
+                ));
+            }
+        }
+
+        if let Some(nfs) = &s.nfs_root {
+            // The NFS root adds its own parameters to the pass-through ones.
+            if let Err(too_long) = s.kernel_cmdline(&[]) {
+                return Err(Error::new(nfs.origin.clone(), too_long.into()));
+            }
+        }
+        Ok(self.settings)
+    }
+}
+
+/// The origin of a device, for the duplicate-index message.
+trait Defined {
+    fn origin(&self) -> &Origin;
+}
+
+macro_rules! defined {
+    ($($t:ty),*) => {$(
+        impl Defined for $t {
+            fn origin(&self) -> &Origin {
+                &self.origin
+            }
+        }
+    )*};
+}
+defined!(Disk, Share, Serial, Exec, Net);
+
+fn insert_once<T: Defined>(
+    map: &mut BTreeMap<u8, T>,
+    family: &str,
+    index: u8,
+    item: T,
+) -> Result<(), Error> {
+    if let Some(first) = map.get(&index) {
+        return Err(Error::new(
+            item.origin().clone(),
+            ErrorKind::Duplicate {
+                name: format!("{family}{index}"),
+                first: first.origin().clone(),
+            },
+        ));
+    }
+    map.insert(index, item);
+    Ok(())
+}
+
+/// Two slirp redirects of one host port cannot both bind it.
+fn check_port_overlap(existing: &BTreeMap<u8, Net>, new: &Net) -> Result<(), Error> {
+    let NetKind::Slirp { redirects } = &new.kind else {
+        return Ok(());
+    };
+    let earlier = existing
+        .values()
+        .filter_map(|net| match &net.kind {
+            NetKind::Slirp { redirects } => Some(redirects.iter().map(move |r| (r, &net.origin))),
+            _ => None,
+        })
+        .flatten();
+    let mut seen: Vec<_> = earlier.collect();
+    for redirect in redirects {
+        let (start, end) = redirect.host_ports();
+        for (other, first) in &seen {
+            let (other_start, other_end) = other.host_ports();
+            if other.protocol == redirect.protocol && start <= other_end && other_start <= end {
+                return Err(Error::new(
+                    new.origin.clone(),
+                    ErrorKind::PortOverlap {
+                        protocol: redirect.protocol.as_str(),
+                        port: start.max(other_start),
+                        first: (*first).clone(),
+                    },
+                ));
+            }
+        }
+        seen.push((redirect, &new.origin));
+    }
+    Ok(())
+}

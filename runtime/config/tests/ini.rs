@@ -1,0 +1,214 @@
+//! coMosix ini files, alone and included from the coLinux language.
+
+use std::path::Path;
+
+use colinux_config::{parse_args, parse_ini_str, ErrorKind, NfsRoot, Settings};
+
+const FILE: &str = "/cluster/node.ini";
+
+fn parse(text: &str) -> Settings {
+    parse_ini_str(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"))
+}
+
+fn error(text: &str) -> String {
+    let message = match parse_ini_str(text, Path::new(FILE)) {
+        Ok(_) => panic!("{text:?} should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!message.contains('\n'), "one line: {message}");
+    message
+}
+
+#[test]
+fn all_three_sections() {
+    let s = parse(concat!(
+        "; a coMosix node\r\n",
+        "# written by the installer\r\n",
+        "[coMosix]\r\n",
+        "memory_size = 256\r\n",
+        "\r\n",
+        "[NFS]\r\n",
+        "server=192.168.0.1\r\n",
+        "path = /srv/comosix\r\n",
+        "options = ro,nolock\r\n",
+        "[COBD]\r\n",
+        "path_0 = root.img\r\n",
+        "path_1 = \"C:\\coMosix\\swap file.img\"\r\n",
+    ));
+    let mem = s.mem_mb.expect("memory_size");
+    assert_eq!(mem.value, 256);
+    assert_eq!(
+        mem.origin.to_string(),
+        "/cluster/node.ini:4: memory_size = 256"
+    );
+    let nfs = s.nfs_root.expect("nfs");
+    assert_eq!(
+        nfs.value,
+        NfsRoot {
+            server: "192.168.0.1".into(),
+            path: "/srv/comosix".into(),
+            options: Some("ro,nolock".into()),
+        }
+    );
+    assert_eq!(nfs.origin.to_string(), "/cluster/node.ini:6: [NFS]");
+    assert_eq!(
+        nfs.value.kernel_args(),
+        [
+            "root=/dev/nfs",
+            "nfsroot=192.168.0.1:/srv/comosix,ro,nolock",
+            "ip=dhcp"
+        ]
+    );
+    assert_eq!(s.cobd[&0].path, Path::new("/cluster/root.img"));
+    assert_eq!(
+        s.cobd[&1].path,
+        Path::new("/cluster/C:\\coMosix\\swap file.img")
+    );
+    assert_eq!(
+        s.cobd[&1].origin.to_string(),
+        "/cluster/node.ini:12: path_1 = \"C:\\coMosix\\swap file.img\""
+    );
+}
+
+#[test]
+fn a_byte_order_mark_and_repeated_keys() {
+    let s = parse(
+        "\u{feff}[comosix]\nmemory_size=128\nmemory_size=512\n[nfs]\nserver=a\npath=/x\nserver=b",
+    );
+    assert_eq!(s.mem_mb.expect("mem").value, 512);
+    let nfs = s.nfs_root.expect("nfs").value;
+    assert_eq!(nfs.server, "b");
+    assert_eq!(nfs.options, None);
+}
+
+#[test]
+fn empty_values_are_unused_slots() {
+    let s = parse("[NFS]\nserver=\npath=\noptions=\n[cobd]\npath_0=a.img\npath_1=\npath_2=\n");
+    assert_eq!(s.nfs_root, None);
+    assert_eq!(s.cobd.len(), 1);
+}
+
+#[test]
+fn a_gap_in_the_cobd_paths_names_the_missing_one() {
+    assert_eq!(
+        error("[cobd]\npath_0=a.img\npath_1=b.img\npath_3=d.img\n"),
+        "/cluster/node.ini:4: path_3=d.img: path_2 is missing, so path_3 would be dropped \
+         (paths must count up from path_0 without gaps)"
+    );
+    assert!(error("[cobd]\npath_1=b.img").contains("path_0 is missing, so path_1 would be dropped"));
+    // An empty path_1 is a gap too.
+    assert!(error("[cobd]\npath_0=a\npath_1=\npath_2=c").contains("path_1 is missing, so path_2"));
+}
+
+#[test]
+fn unknown_sections_and_keys() {
+    assert_eq!(
+        error("[comosix]\nmemory_size=64\n[network]\n"),
+        "/cluster/node.ini:3: [network]: unknown section [network]; expected [comosix], [NFS] or [cobd]"
+    );
+    assert_eq!(
+        error("[comosix]\nmemory=64"),
+        "/cluster/node.ini:2: memory=64: unknown key \"memory\" in [comosix]; expected memory_size"
+    );
+    assert!(error("[NFS]\nhost=a")
+        .contains("unknown key \"host\" in [NFS]; expected server, path or options"));
+    assert!(error("[cobd]\npath_10=a")
+        .contains("unknown key \"path_10\" in [cobd]; expected path_0 to path_9"));
+    assert!(error("[cobd]\npath_x=a").contains("unknown key \"path_x\""));
+    assert!(error("[cobd]\npath_00=a").contains("unknown key \"path_00\""));
+}
+
+#[test]
+fn syntax_errors() {
+    assert_eq!(
+        error("memory_size=64"),
+        "/cluster/node.ini:1: memory_size=64: a key outside any section; put it under [comosix], [NFS] or [cobd]"
+    );
+    assert_eq!(
+        error("[comosix\nmemory_size=64"),
+        "/cluster/node.ini:1: [comosix: expected `[section]`, `key = value` or a `;` comment"
+    );
+    assert!(error("[comosix]\nmemory_size 64").contains(":2: memory_size 64: expected `[section]`"));
+}
+
+#[test]
+fn bad_values() {
+    assert_eq!(
+        error("[comosix]\nmemory_size = lots"),
+        "/cluster/node.ini:2: memory_size = lots: bad memory_size \"lots\": expected a size in MB from 16 to 4194304, like 512"
+    );
+    assert_eq!(
+        error("[NFS]\nserver=10.0.0.1\n"),
+        "/cluster/node.ini:1: [NFS]: [NFS] needs `path` as well"
+    );
+    assert!(error("[NFS]\npath=/srv").contains("[NFS] needs `server` as well"));
+    assert!(error("[NFS]\noptions=ro").contains("[NFS] needs `server` as well"));
+    assert!(error("[NFS]\nserver=a\npath=srv")
+        .contains("bad NFS path \"srv\": expected an absolute export path"));
+    assert!(error("[NFS]\nserver=a b\npath=/srv").contains("bad NFS server \"a b\""));
+    assert!(error("[NFS]\nserver=a\npath=/srv\noptions=ro, nolock")
+        .contains("bad NFS options \"ro, nolock\""));
+    assert_eq!(
+        error("[cobd]\npath_0=a\npath_0=b"),
+        "/cluster/node.ini:3: path_0=b: path_0 is already defined at /cluster/node.ini:2: path_0=a"
+    );
+}
+
+#[test]
+fn an_ini_include_meets_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("node.ini"),
+        "[comosix]\nmemory_size=256\n[cobd]\npath_0=root.img\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("NODE2.INI"), "[comosix]\nmemory_size=512\n").expect("write");
+
+    let s = parse_args(
+        ["kernel=vmlinux", "@node.ini", "root=/dev/cobd0"],
+        dir.path(),
+    )
+    .expect("parses");
+    assert_eq!(s.mem_mb.expect("mem").value, 256);
+    assert_eq!(s.cobd[&0].path, dir.path().join("root.img"));
+    assert_eq!(s.kernel_args, ["root=/dev/cobd0"]);
+
+    // mem is single-valued: the last one wins, whichever language wrote it.
+    let s = parse_args(["@node.ini", "mem=64", "@NODE2.INI"], dir.path()).expect("parses");
+    assert_eq!(s.mem_mb.expect("mem").value, 512);
+
+    // path_0 and cobd0 are the same device.
+    let e = parse_args(["@node.ini", "cobd0=other.img"], dir.path()).expect_err("duplicate");
+    assert_eq!(
+        e.to_string(),
+        "command line argument 2: cobd0=other.img: cobd0 is already defined at node.ini:4: path_0=root.img"
+    );
+    let e = parse_args(["cobd0=other.img", "@node.ini"], dir.path()).expect_err("duplicate");
+    assert_eq!(
+        e.to_string(),
+        "node.ini:4: path_0=root.img: cobd0 is already defined at command line argument 1: cobd0=other.img"
+    );
+    assert!(matches!(*e.kind, ErrorKind::Duplicate { .. }));
+}
+
+#[test]
+fn the_nfs_root_counts_against_the_kernel_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("node.ini"),
+        "[NFS]\nserver=10.0.0.1\npath=/srv/root\n",
+    )
+    .expect("write");
+    let long = format!("x={}", "y".repeat(2000));
+    let e = parse_args([long.as_str(), "@node.ini"], dir.path()).expect_err("too long");
+    assert!(
+        e.to_string()
+            .starts_with("node.ini:1: [NFS]: the kernel command line would be 2051 bytes"),
+        "{e}"
+    );
+    let s = parse_args(["@node.ini", "ro"], dir.path()).expect("fits");
+    assert_eq!(
+        s.kernel_cmdline(&["console=ttyS0"]).expect("fits"),
+        "console=ttyS0 root=/dev/nfs nfsroot=10.0.0.1:/srv/root ip=dhcp ro"
+    );
+}

@@ -1,0 +1,383 @@
+//! `cargo xtask image`: ready-made root filesystems from `recipes/`.
+//!
+//! Phases: bootstrap (mmdebstrap, cached on its own key), customize
+//! (overlays, hooks, generated configuration, credentials, identity
+//! removed), pack (tarball, package list), filesystem (`mke2fs -d`, times
+//! settled, e2fsck), compress, publish (`target/images/<name>/`).
+
+mod bootstrap;
+mod customize;
+mod generate;
+mod pack;
+mod recipe;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::progress::Phase;
+use crate::stage::{self, CacheKey};
+use customize::{Credentials, Customize};
+use recipe::Recipe;
+
+/// Build a root filesystem image from a recipe into target/images/<name>/:
+/// <name>.ext4 (sparse), <name>.ext4.zst, <name>.tar.gz, <name>.packages,
+/// SHA256SUMS and manifest.json. A rebuild with unchanged inputs is a
+/// no-op; changing only overlays, hooks or settings reuses the bootstrap.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The stock recipe to build: recipes/<NAME>.toml (debian, ubuntu).
+    #[arg(long, value_name = "NAME", required_unless_present = "recipe")]
+    distro: Option<String>,
+    /// Build this recipe file instead (its `extends` are looked up in
+    /// recipes/); the image is named after the file.
+    #[arg(long, value_name = "FILE", conflicts_with = "distro")]
+    recipe: Option<PathBuf>,
+    /// The Debian architecture, overriding the recipe's (i386, amd64).
+    #[arg(long)]
+    arch: Option<String>,
+    /// The filesystem size (such as 2G), overriding the recipe's policy.
+    #[arg(long)]
+    size: Option<String>,
+    /// The archive mirror URL, overriding the recipe's.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Let root log in over SSH with the public keys in FILE.
+    #[arg(long, value_name = "FILE")]
+    root_key: Option<PathBuf>,
+    /// Set root's password to this crypt(3) hash (from `openssl passwd -6`
+    /// or `mkpasswd`); root stays locked without it.
+    #[arg(long, value_name = "HASH")]
+    root_password_hash: Option<String>,
+    /// Where to publish, instead of target/images/<name>.
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Bootstrap again even if the cached bootstrap matches.
+    #[arg(long)]
+    fresh: bool,
+}
+
+/// This stage's own code is an input too.
+const STAGE_CODE: &str = concat!(
+    include_str!("image.rs"),
+    include_str!("image/customize.rs"),
+    include_str!("image/generate.rs"),
+    include_str!("image/pack.rs"),
+);
+const BOOTSTRAP_CODE: &str = include_str!("image/bootstrap.rs");
+
+pub fn run(args: Args) -> Result<()> {
+    let root = stage::root();
+    let recipes_dir = root.join("recipes");
+    let (name, mut recipe) = load_recipe(&args, &recipes_dir)?;
+    if let Some(arch) = &args.arch {
+        recipe.arch = match arch.as_str() {
+            "i386" | "i686" => "i386".into(),
+            "amd64" | "x86_64" => "amd64".into(),
+            other => bail!("--arch {other}: the guest architectures are i386 and amd64"),
+        };
+    }
+    let fixed_size = match args.size.as_deref().unwrap_or(&recipe.size.size) {
+        s if s.eq_ignore_ascii_case("auto") => None,
+        s => Some(recipe::parse_size(s).context("--size")?),
+    };
+    let free = recipe::parse_size(&recipe.size.free)?;
+    let mirror = match &args.mirror {
+        Some(m) => m.trim_end_matches('/').to_string(),
+        None => bootstrap::mirror(&recipe),
+    };
+    let credentials = credentials(&args)?;
+
+    // The bootstrap's time comes from the recipes alone, so committing an
+    // overlay or hook change does not force a new bootstrap.
+    let recipe_files: Vec<PathBuf> = std::fs::read_dir(&recipes_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    let recipe_refs: Vec<&Path> = recipe_files.iter().map(PathBuf::as_path).collect();
+    let bootstrap_sde = stage::source_date_epoch(&recipe_refs)?;
+    let sde = stage::source_date_epoch(&[&recipes_dir, &root.join("xtask/src/image")])?
+        .max(bootstrap_sde);
+
+    let tools: serde_json::Map<String, serde_json::Value> =
+        ["mmdebstrap", "mke2fs", "tar", "gzip", "zstd"]
+            .iter()
+            .map(|t| (t.to_string(), version_of(t).into()))
+            .collect();
+    let mut key = CacheKey::new("image bootstrap");
+    key.value("distro", recipe.distro.name());
+    key.value("arch", &recipe.arch);
+    key.value("variant", &recipe.variant);
+    key.value("packages", &recipe.packages.join(","));
+    key.value("sources", &recipe.sources(&mirror).join("\n"));
+    key.value("SOURCE_DATE_EPOCH", &bootstrap_sde.to_string());
+    key.value(
+        "mmdebstrap",
+        tools["mmdebstrap"].as_str().unwrap_or_default(),
+    );
+    key.value("code", BOOTSTRAP_CODE);
+    if recipe.keyring.is_file() {
+        key.file(&recipe.keyring)?;
+    }
+    let (bootstrap_key, _) = key.finish();
+
+    let mut key = CacheKey::new("image");
+    key.value("name", &name);
+    key.value("bootstrap", &bootstrap_key);
+    key.value("recipe", &format!("{recipe:?}"));
+    key.value("size", &format!("{fixed_size:?} {free}"));
+    key.value("SOURCE_DATE_EPOCH", &sde.to_string());
+    key.value("code", STAGE_CODE);
+    key.value(
+        "root keys",
+        credentials.authorized_keys.as_deref().unwrap_or(""),
+    );
+    key.value(
+        "root hash",
+        credentials.password_hash.as_deref().unwrap_or(""),
+    );
+    for (tool, version) in &tools {
+        key.value(tool, version.as_str().unwrap_or_default());
+    }
+    for path in customize::overlay_inputs(&recipes_dir, &recipe)? {
+        key.file(&path)?;
+    }
+    for hook in &recipe.hooks {
+        let path = recipes_dir.join("hooks").join(hook);
+        key.file(&path)
+            .with_context(|| format!("the {name} recipe's hook {} is missing", path.display()))?;
+    }
+    if let Some(path) = &args.recipe {
+        key.file(path)?;
+    }
+    let (cache_key, inputs) = key.finish();
+    let dest = args
+        .output
+        .clone()
+        .unwrap_or_else(|| root.join("target/images").join(&name));
+    if !args.fresh && stage::up_to_date(&dest, &cache_key) {
+        tracing::info!("image: {} is up to date", dest.display());
+        return Ok(());
+    }
+
+    let cache = stage::cache_dir().join("image");
+    let _lock = stage::lock(&cache)?;
+    if !bootstrap::is_root() {
+        bail!("image builds run as root: the customize phase chroots into the image and keeps its owners and device nodes (run `sudo cargo xtask image …`)");
+    }
+    let logs = cache.join(format!("logs-{name}"));
+    std::fs::create_dir_all(&logs)?;
+
+    let tarball = cache.join(format!("bootstrap-{name}.tar"));
+    let key_file = tarball.with_extension("key");
+    // The key file: the key, then any warning the bootstrap gave.
+    let key_text = std::fs::read_to_string(&key_file).unwrap_or_default();
+    let cached =
+        !args.fresh && tarball.is_file() && key_text.lines().next() == Some(bootstrap_key.as_str());
+    let mut warning = key_text.lines().nth(1).map(str::to_string);
+    let mut phase = Phase::start("bootstrap");
+    if cached {
+        phase.done("reused (the archive, packages and bootstrap time are unchanged)");
+    } else {
+        bootstrap::check_mirror(&recipe, &mirror)?;
+        bootstrap::check_keyring(&name, &recipe)?;
+        // mmdebstrap picks its output format from the name's extension.
+        let partial = cache.join(format!("bootstrap-{name}.partial.tar"));
+        let _ = std::fs::remove_file(&key_file);
+        warning = bootstrap::Bootstrap {
+            recipe: &recipe,
+            mirror: &mirror,
+            apt_cache: &cache.join(format!("apt-{}-{}", recipe.distro.name(), recipe.arch)),
+            sde: bootstrap_sde,
+            log: &logs.join("mmdebstrap.log"),
+        }
+        .run(&partial, &mut phase)?;
+        std::fs::rename(&partial, &tarball)?;
+        let note = warning
+            .as_deref()
+            .map(|w| format!("\n{w}"))
+            .unwrap_or_default();
+        std::fs::write(&key_file, format!("{bootstrap_key}{note}\n"))?;
+        phase.done(&format!(
+            "{} {} {} from {mirror}, {} MiB",
+            recipe.distro.name(),
+            recipe.suite,
+            recipe.arch,
+            std::fs::metadata(&tarball)?.len() >> 20
+        ));
+    }
+
+    let tree = cache.join(format!("tree-{name}"));
+    let custom = Customize {
+        name: &name,
+        recipe: &recipe,
+        recipes_dir: &recipes_dir,
+        credentials: &credentials,
+        tree: &tree,
+        log: &logs.join("customize.log"),
+        sde,
+    };
+    let phase = Phase::start("customize");
+    custom.unpack(&tarball)?;
+    let overlaid = custom.overlays()?;
+    custom.hooks()?;
+    custom.configure()?;
+    custom.credentials()?;
+    let forgotten = custom.forget_identity()?;
+    phase.done(&format!(
+        "{overlaid} overlay files, {} hooks, {} units enabled, {forgotten} machine-unique files removed, root {}",
+        recipe.hooks.len(),
+        generate::units_to_enable(&recipe).len(),
+        match (&credentials.password_hash, &credentials.authorized_keys) {
+            (None, None) => "locked",
+            (Some(_), _) => "has a password",
+            (None, Some(_)) => "locked, SSH key login",
+        }
+    ));
+
+    let staging = stage::staging(&dest)?;
+    let out = staging.path();
+    let phase = Phase::start("pack");
+    let content = pack::settle(&tree, sde)?;
+    pack::tarball(
+        &tree,
+        &out.join(format!("{name}.tar.gz")),
+        sde,
+        &logs.join("tar.log"),
+    )?;
+    let (packages, count) = pack::package_list(&tree)?;
+    std::fs::write(out.join(format!("{name}.packages")), packages)?;
+    phase.done(&format!("{count} packages, {} files", content.paths.len()));
+
+    let phase = Phase::start("filesystem");
+    let (size, needed) = pack::image_size(&content, fixed_size, free);
+    let image = out.join(format!("{name}.ext4"));
+    let ext4 = pack::Ext4 {
+        tree: &tree,
+        out: &image,
+        name: &name,
+        size,
+        needed,
+        sde,
+        log: &logs.join("mke2fs.log"),
+    };
+    ext4.make(&content)?;
+    ext4.check()?;
+    phase.done(&format!(
+        "{} MiB ext4 holding {} MiB, e2fsck clean",
+        size >> 20,
+        content.bytes() >> 20
+    ));
+
+    let phase = Phase::start("compress");
+    pack::compress(&image, &out.join(format!("{name}.ext4.zst")))?;
+    phase.done("zstd -19");
+
+    std::fs::remove_dir_all(&tree)?;
+    write_sha256sums(out)?;
+    let manifest = json!({
+        "stage": "image",
+        "name": name,
+        "distro": recipe.distro.name(),
+        "suite": recipe.suite,
+        "arch": recipe.arch,
+        "mirror": mirror,
+        "size": size,
+        "cache_key": cache_key,
+        "bootstrap_key": bootstrap_key,
+        "warnings": warning.into_iter().collect::<Vec<_>>(),
+        "SOURCE_DATE_EPOCH": sde,
+        "inputs": inputs,
+        "tools": tools,
+    });
+    stage::publish(&staging.keep(), &dest, manifest)?;
+    tracing::info!("image: wrote {}", dest.display());
+    Ok(())
+}
+
+fn load_recipe(args: &Args, recipes_dir: &Path) -> Result<(String, Recipe)> {
+    if let Some(path) = &args.recipe {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .with_context(|| format!("{}: not a recipe file", path.display()))?;
+        return Ok((name, recipe::load_file(path, recipes_dir)?));
+    }
+    let name = args
+        .distro
+        .clone()
+        .expect("clap requires --distro or --recipe");
+    if !recipes_dir.join(format!("{name}.toml")).is_file() {
+        let mut stock: Vec<String> = std::fs::read_dir(recipes_dir)?
+            .filter_map(|e| {
+                e.ok()?
+                    .path()
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .filter(|s| recipes_dir.join(format!("{s}.toml")).is_file())
+            .collect();
+        stock.sort();
+        bail!(
+            "unknown distro {name:?}: there is no recipe {}; the recipes are: {}",
+            recipes_dir.join(format!("{name}.toml")).display(),
+            stock.join(", ")
+        );
+    }
+    Ok((name.clone(), recipe::load(recipes_dir, &name)?))
+}
+
+fn credentials(args: &Args) -> Result<Credentials> {
+    let authorized_keys = match &args.root_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            generate::check_authorized_keys(&text)
+                .with_context(|| format!("--root-key {}", path.display()))?;
+            Some(text)
+        }
+        None => None,
+    };
+    if let Some(hash) = &args.root_password_hash {
+        generate::check_password_hash(hash)?;
+    }
+    Ok(Credentials {
+        authorized_keys,
+        password_hash: args.root_password_hash.clone(),
+    })
+}
+
+fn version_of(tool: &str) -> String {
+    // mke2fs has no --version; -V prints it on stderr.
+    if tool == "mke2fs" {
+        return std::process::Command::new("mke2fs")
+            .arg("-V")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "not installed".into());
+    }
+    stage::tool_version(tool)
+}
+
+fn write_sha256sums(dir: &Path) -> Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let mut text = String::new();
+    for name in names {
+        text.push_str(&format!(
+            "{}  {name}\n",
+            stage::sha256_file(&dir.join(&name))?
+        ));
+    }
+    std::fs::write(dir.join("SHA256SUMS"), text)?;
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! The bootstrap: mmdebstrap turns a recipe's archive, suites and packages
+//! into a root tarball. It is the slow, network-bound part of an image, so
+//! it is cached on its own key: overlays, hooks and settings change without
+//! bootstrapping again.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::recipe::{Distro, Recipe};
+use crate::progress::Phase;
+
+/// Runs as root: mmdebstrap's root mode; otherwise its unshare mode.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The recipe's mirror, else (for Debian) the host's own, else the distro's.
+pub fn mirror(recipe: &Recipe) -> String {
+    if !recipe.mirror.is_empty() {
+        return recipe.mirror.trim_end_matches('/').to_string();
+    }
+    if recipe.distro == Distro::Debian {
+        if let Some(host) = host_mirror(&recipe.suite) {
+            return host;
+        }
+    }
+    recipe.distro.default_mirror().to_string()
+}
+
+/// The first host apt source that serves `suite` (one-line and deb822).
+fn host_mirror(suite: &str) -> Option<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    files.iter().find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("sources") => mirror_in_deb822(&text, suite),
+            Some("list") | None => mirror_in_one_line(&text, suite),
+            _ => None,
+        }
+    })
+}
+
+fn mirror_in_one_line(text: &str, suite: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        // "deb [options] URL SUITE COMPONENTS…": drop the options.
+        let line = match (line.find('['), line.find(']')) {
+            (Some(a), Some(b)) if a < b => format!("{}{}", &line[..a], &line[b + 1..]),
+            _ => line.to_string(),
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        (words.first() == Some(&"deb") && words.get(2) == Some(&suite))
+            .then(|| words[1].trim_end_matches('/').to_string())
+    })
+}
+
+fn mirror_in_deb822(text: &str, suite: &str) -> Option<String> {
+    text.split("\n\n").find_map(|stanza| {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let serves = field("Types")?.split_whitespace().any(|t| t == "deb")
+            && field("Suites")?.split_whitespace().any(|s| s == suite)
+            && field("Enabled").is_none_or(|e| e != "no");
+        serves.then(|| field("URIs"))?.map(|u| {
+            u.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string()
+        })
+    })
+}
+
+/// Fails at once, naming the mirror and the way out, when the archive's
+/// Release file for the recipe's suite cannot be fetched.
+pub fn check_mirror(recipe: &Recipe, mirror: &str) -> Result<()> {
+    let url = format!("{mirror}/dists/{}/InRelease", recipe.suite);
+    let out = Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "--head"])
+        .args([
+            "--connect-timeout",
+            "10",
+            "--max-time",
+            "30",
+            "--retry",
+            "2",
+        ])
+        .arg(&url)
+        .output()
+        .context("cannot run curl (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "cannot reach the {} mirror {mirror}: {url}: {}; pass --mirror URL with a reachable mirror of {} {}",
+            recipe.distro.name(),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            recipe.distro.name(),
+            recipe.suite,
+        );
+    }
+    Ok(())
+}
+
+pub fn check_keyring(name: &str, recipe: &Recipe) -> Result<()> {
+    if !recipe.keyring.is_file() {
+        let how = match recipe.distro {
+            Distro::Debian => "cargo xtask setup installs debian-archive-keyring",
+            Distro::Ubuntu => "Debian bookworm does not package it: copy ubuntu-archive-keyring.gpg from Ubuntu's ubuntu-keyring package there, or point the recipe's keyring at it",
+        };
+        bail!(
+            "the {name} recipe's archive keyring {} is missing ({how})",
+            recipe.keyring.display()
+        );
+    }
+    Ok(())
+}
+
+pub struct Bootstrap<'a> {
+    pub recipe: &'a Recipe,
+    pub mirror: &'a str,
+    /// Where the .deb files persist between builds.
+    pub apt_cache: &'a Path,
+    pub sde: u64,
+    pub log: &'a Path,
+}
+
+/// Transient archive failures worth another try; anything else is final.
+const TRANSIENT: &[&str] = &[
+    "Mirror sync in progress",
+    "Hash Sum mismatch",
+    "Temporary failure",
+    "Connection timed out",
+    "Connection failed",
+    "Undetermined Error",
+];
+
+impl Bootstrap<'_> {
+    /// Writes the root tarball to `out`, retrying transient archive
+    /// failures a bounded number of times. If only the security archive's
+    /// index keeps failing (a mirror caught mid-sync, DESIGN.md §9), the
+    /// image is made without it and the returned warning says so.
+    pub fn run(&self, out: &Path, phase: &mut Phase) -> Result<Option<String>> {
+        std::fs::create_dir_all(self.apt_cache)?;
+        let mut sources = self.recipe.sources(self.mirror);
+        let security_url = self.recipe.security.split_whitespace().next();
+        let mut skipped = None;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(out, &sources, phase) {
+                Ok(()) => return Ok(skipped),
+                Err(failure) => {
+                    let fetch_errors: Vec<&str> = failure
+                        .output
+                        .lines()
+                        .filter(|l| l.contains("Failed to fetch"))
+                        .collect();
+                    let only_security = security_url.is_some_and(|url| {
+                        !fetch_errors.is_empty() && fetch_errors.iter().all(|l| l.contains(url))
+                    });
+                    if only_security && attempt >= 3 && skipped.is_none() {
+                        let warning = format!(
+                            "the security archive's index failed three times, so this image has no security updates until `apt upgrade` in the guest: {}",
+                            fetch_errors[0].trim_start_matches("E: ")
+                        );
+                        tracing::warn!("bootstrap: {warning}");
+                        sources.retain(|s| !s.contains(security_url.unwrap_or_default()));
+                        skipped = Some(warning);
+                        continue;
+                    }
+                    let transient = TRANSIENT.iter().any(|t| failure.output.contains(t));
+                    let failed_index = failure
+                        .output
+                        .lines()
+                        .filter(|l| l.contains("Failed to fetch") || l.starts_with("E:"))
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    if transient && attempt < 3 {
+                        tracing::warn!(
+                            "bootstrap: a transient archive failure (attempt {attempt} of 3), trying again:\n{failed_index}"
+                        );
+                        attempt += 1;
+                        continue;
+                    }
+                    let tail: Vec<&str> = failure.output.lines().collect();
+                    bail!(
+                        "mmdebstrap failed ({}){}; the last lines of {}:\n{}",
+                        failure.status,
+                        if transient { " three times" } else { "" },
+                        self.log.display(),
+                        tail[tail.len().saturating_sub(25)..].join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    fn command(&self, out: &Path, sources: &[String]) -> Command {
+        let r = self.recipe;
+        let cache = self.apt_cache.display();
+        let mut cmd = Command::new("mmdebstrap");
+        cmd.arg(if is_root() {
+            "--mode=root"
+        } else {
+            "--mode=unshare"
+        })
+        .arg(format!("--variant={}", r.variant))
+        .arg(format!("--architectures={}", r.arch))
+        .arg(format!("--keyring={}", r.keyring.display()))
+        .arg("--verbose");
+        if !r.packages.is_empty() {
+            cmd.arg(format!("--include={}", r.packages.join(",")));
+        }
+        // The persistent apt cache: in before the download, out after it.
+        cmd.arg("--skip=essential/unlink")
+            .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/partial")
+            .arg(format!("--setup-hook=sync-in {cache} /var/cache/apt/archives/"))
+            .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {cache}"))
+            // The host's resolver and name are not the image's; the cache
+            // directories' times came from the cache, so reset them (the
+            // tarball clamps them to SOURCE_DATE_EPOCH).
+            .arg("--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname; touch \"$1\"/var/cache/apt/archives \"$1\"/var/cache/apt/archives/partial")
+            .arg(&r.suite)
+            .arg(out)
+            .args(sources)
+            .env("SOURCE_DATE_EPOCH", self.sde.to_string())
+            .env("LC_ALL", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// One mmdebstrap run, its output streamed to the log and counted.
+    fn attempt(
+        &self,
+        out: &Path,
+        sources: &[String],
+        phase: &mut Phase,
+    ) -> std::result::Result<(), Failure> {
+        let fail = |e: std::io::Error| Failure {
+            status: format!("cannot run mmdebstrap: {e} (cargo xtask setup installs it)"),
+            output: String::new(),
+        };
+        // A failed attempt may leave its output behind; mmdebstrap refuses
+        // to write over it.
+        let _ = std::fs::remove_file(out);
+        let mut log = std::fs::File::create(self.log).map_err(fail)?;
+        let mut cmd = self.command(out, sources);
+        writeln!(log, "$ {cmd:?}").map_err(fail)?;
+        let mut child = cmd.spawn().map_err(fail)?;
+        // apt writes "Get:" lines to stdout, mmdebstrap its steps to stderr.
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let tx2 = tx.clone();
+        let readers = [
+            std::thread::spawn(move || forward(stdout, tx)),
+            std::thread::spawn(move || forward(stderr, tx2)),
+        ];
+        let mut output = String::new();
+        let mut fetched = 0;
+        let mut step = String::from("starting");
+        for line in rx {
+            let _ = writeln!(log, "{line}");
+            // Index files come as "Get:" lines too, during the update.
+            if line.starts_with("Get:") && !step.starts_with("running apt-get update") {
+                fetched += 1;
+            } else if let Some(s) = line.strip_prefix("I: ") {
+                step = s.trim_end_matches("...").to_string();
+            }
+            phase.update(&format!("{step}; {fetched} packages downloaded"));
+            output.push_str(&line);
+            output.push('\n');
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().map_err(fail)?;
+        if status.success() {
+            tracing::info!(
+                "bootstrap: {fetched} packages downloaded, the rest came from the apt cache"
+            );
+            Ok(())
+        } else {
+            Err(Failure {
+                status: status.to_string(),
+                output,
+            })
+        }
+    }
+}
+
+struct Failure {
+    status: String,
+    output: String,
+}
+
+fn forward(stream: impl std::io::Read, tx: std::sync::mpsc::Sender<String>) {
+    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+        if tx.send(line).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_mirror_is_found_in_both_source_formats() {
+        let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://security.debian.org/debian-security\nSuites: bookworm-security\n";
+        assert_eq!(
+            mirror_in_deb822(deb822, "bookworm").as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
+        assert_eq!(
+            mirror_in_deb822(deb822, "bookworm-security").as_deref(),
+            Some("http://security.debian.org/debian-security")
+        );
+        assert_eq!(mirror_in_deb822(deb822, "trixie"), None);
+        let disabled = "Enabled: no\nTypes: deb\nURIs: http://x/debian\nSuites: bookworm\n";
+        assert_eq!(mirror_in_deb822(disabled, "bookworm"), None);
+        let list = "# comment\ndeb-src http://src/debian bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_in_one_line(list, "bookworm").as_deref(),
+            Some("http://mirror.example/debian")
+        );
+    }
+}
