@@ -71,6 +71,13 @@ pub fn run(args: Args) -> Result<()> {
     let root = stage::root();
     let recipes_dir = root.join("recipes");
     let (name, mut recipe) = load_recipe(&args, &recipes_dir)?;
+    // Overlays and hooks: beside a --recipe file first, then the stock ones.
+    let mut search: Vec<PathBuf> = args
+        .recipe
+        .iter()
+        .filter_map(|r| r.parent().map(Path::to_path_buf))
+        .collect();
+    search.push(recipes_dir.clone());
     if let Some(arch) = &args.arch {
         recipe.arch = match arch.as_str() {
             "i386" | "i686" => "i386".into(),
@@ -140,13 +147,8 @@ pub fn run(args: Args) -> Result<()> {
     for (tool, version) in &tools {
         key.value(tool, version.as_str().unwrap_or_default());
     }
-    for path in customize::overlay_inputs(&recipes_dir, &recipe)? {
+    for path in customize::inputs(&search, &recipe)? {
         key.file(&path)?;
-    }
-    for hook in &recipe.hooks {
-        let path = recipes_dir.join("hooks").join(hook);
-        key.file(&path)
-            .with_context(|| format!("the {name} recipe's hook {} is missing", path.display()))?;
     }
     if let Some(path) = &args.recipe {
         key.file(path)?;
@@ -169,7 +171,8 @@ pub fn run(args: Args) -> Result<()> {
     let logs = cache.join(format!("logs-{name}"));
     std::fs::create_dir_all(&logs)?;
 
-    let tarball = cache.join(format!("bootstrap-{name}.tar"));
+    // Named by key: recipes that differ only after the bootstrap share it.
+    let tarball = cache.join(format!("bootstrap-{}.tar", &bootstrap_key[..16]));
     let key_file = tarball.with_extension("key");
     // The key file: the key, then any warning the bootstrap gave.
     let key_text = std::fs::read_to_string(&key_file).unwrap_or_default();
@@ -183,7 +186,7 @@ pub fn run(args: Args) -> Result<()> {
         bootstrap::check_mirror(&recipe, &mirror)?;
         bootstrap::check_keyring(&name, &recipe)?;
         // mmdebstrap picks its output format from the name's extension.
-        let partial = cache.join(format!("bootstrap-{name}.partial.tar"));
+        let partial = tarball.with_extension("partial.tar");
         let _ = std::fs::remove_file(&key_file);
         warning = bootstrap::Bootstrap {
             recipe: &recipe,
@@ -212,7 +215,7 @@ pub fn run(args: Args) -> Result<()> {
     let custom = Customize {
         name: &name,
         recipe: &recipe,
-        recipes_dir: &recipes_dir,
+        search: &search,
         credentials: &credentials,
         tree: &tree,
         log: &logs.join("customize.log"),
@@ -272,7 +275,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let phase = Phase::start("compress");
     pack::compress(&image, &out.join(format!("{name}.ext4.zst")))?;
-    phase.done("zstd -19");
+    phase.done("zstd -12 --long=27");
 
     std::fs::remove_dir_all(&tree)?;
     write_sha256sums(out)?;

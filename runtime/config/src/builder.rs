@@ -138,7 +138,12 @@ impl Builder {
 
     pub fn finish(mut self) -> Result<Settings, Error> {
         let s = &mut self.settings;
-        for (name, target, origin) in self.aliases {
+        // Files first, so that `:cobdN` may name a disk another alias brought.
+        let (files, names): (Vec<_>, Vec<_>) = self
+            .aliases
+            .into_iter()
+            .partition(|(_, target, _)| matches!(target, AliasTarget::File(_)));
+        for (name, target, origin) in files.into_iter().chain(names) {
             let cobd = match target {
                 AliasTarget::Cobd(cobd) if s.cobd.contains_key(&cobd) => cobd,
                 AliasTarget::Cobd(cobd) => {
@@ -151,13 +156,11 @@ impl Builder {
                     let Some(free) = (0..=MAX_COBD).find(|i| !s.cobd.contains_key(i)) else {
                         return Err(Error::new(origin, ErrorKind::NoFreeCobd { alias: name }));
                     };
-                    s.cobd.insert(
-                        free,
-                        Disk {
-                            path,
-                            origin: origin.clone(),
-                        },
-                    );
+                    let disk = Disk {
+                        path,
+                        origin: origin.clone(),
+                    };
+                    s.cobd.insert(free, disk);
                     free
                 }
             };

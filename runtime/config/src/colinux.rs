@@ -66,8 +66,16 @@ impl<'a> Parser<'a> {
     /// line, so each argument is one token (spaces and all); `@file` reads
     /// a config file, or an ini file if its name ends in `.ini`.
     pub fn arg(&mut self, arg: &str) -> Result<(), Error> {
-        self.args_seen += 1;
-        let origin = Origin::new(Place::Arg(self.args_seen), arg);
+        self.arg_at(self.args_seen + 1, arg)
+    }
+
+    /// Like [`Parser::arg`], for a caller that takes some arguments for
+    /// itself (`--dry-run`) and wants messages to count all of them:
+    /// `position` is what "command line argument N" will say. Later
+    /// [`Parser::arg`] calls count on from it.
+    pub fn arg_at(&mut self, position: usize, arg: &str) -> Result<(), Error> {
+        self.args_seen = position;
+        let origin = Origin::new(Place::Arg(position), arg);
         if arg.is_empty() {
             return Ok(());
         }
@@ -155,14 +163,6 @@ impl<'a> Parser<'a> {
             None => PathBuf::from(name),
         };
         let path = dir.join(name);
-        let bytes = (self.read)(&path).map_err(|error| {
-            let kind = ErrorKind::Include {
-                path: path.clone(),
-                error,
-            };
-            Error::new(origin.clone(), kind)
-        })?;
-
         let id = identity(&path);
         if let Some(start) = self.open_files.iter().position(|(open, _)| *open == id) {
             let mut chain: Vec<PathBuf> = self.open_files[start..]
@@ -172,6 +172,13 @@ impl<'a> Parser<'a> {
             chain.push(display);
             return Err(Error::new(origin, ErrorKind::IncludeCycle { chain }));
         }
+        let bytes = (self.read)(&path).map_err(|error| {
+            let kind = ErrorKind::Include {
+                path: path.clone(),
+                error,
+            };
+            Error::new(origin.clone(), kind)
+        })?;
         let text = decode(bytes, &display)?;
 
         self.open_files.push((id, display.clone()));

@@ -6,7 +6,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::error::{check_kernel_cmdline, CmdlineTooLong, Error, ErrorKind, FileErrors, Origin};
+use crate::error::{
+    check_kernel_cmdline, one_line, CmdlineTooLong, Error, ErrorKind, FileErrors, Origin,
+};
 use crate::net::{Net, NetKind};
 
 /// Highest index of each device family (the old coLinux limits).
@@ -493,12 +495,14 @@ fn describe_net(net: &Net) -> String {
     fields.join(",")
 }
 
-/// Quotes a value if the config language would split it.
+/// Quotes a value if the config language would split it, and escapes
+/// control characters so that each setting stays on its line.
 fn quote(text: &str) -> String {
+    let text = one_line(text);
     if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == ',' || c == '#') {
-        quote_always(text)
+        quote_always(&text)
     } else {
-        text.to_string()
+        text.into_owned()
     }
 }
 

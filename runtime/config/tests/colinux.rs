@@ -406,6 +406,14 @@ fn a_device_index_defined_twice_names_both_places() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // The daemon kept argument 2 (`--dry-run`) for itself.
+    let mut parser = Parser::new("/home/user");
+    parser.arg_at(1, "cobd1=a.img").expect("arg");
+    parser.arg_at(3, "ro").expect("arg");
+    assert_eq!(
+        parser.arg("cobd1=b.img").expect_err("duplicate").to_string(),
+        "command line argument 4: cobd1=b.img: cobd1 is already defined at command line argument 1: cobd1=a.img"
+    );
     // Two command-line arguments.
     assert_eq!(
         args(&["cobd1=a.img", "ro", "cobd1=b.img"]).expect_err("duplicate"),
@@ -428,6 +436,11 @@ fn aliases_take_the_next_free_cobd_or_name_one() {
         .collect();
     assert_eq!(aliases, [("hda1", 2), ("hdb", 3), ("sda1", 0)]);
     assert_eq!(s.aliases["sda1"].origin.token, "sda1=:cobd0");
+
+    // `:cobd0` may name the disk that a later alias brings.
+    let s = parse("sda1=:cobd0 hda1=root.img");
+    assert_eq!(s.aliases["sda1"].cobd, 0);
+    assert_eq!(s.cobd[&0].origin.token, "hda1=root.img");
 }
 
 #[test]

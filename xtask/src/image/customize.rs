@@ -22,7 +22,8 @@ pub struct Credentials {
 pub struct Customize<'a> {
     pub name: &'a str,
     pub recipe: &'a Recipe,
-    pub recipes_dir: &'a Path,
+    /// Where overlays and hooks are looked up, in order.
+    pub search: &'a [PathBuf],
     pub credentials: &'a Credentials,
     pub tree: &'a Path,
     pub log: &'a Path,
@@ -51,14 +52,7 @@ impl Customize<'_> {
     pub fn overlays(&self) -> Result<usize> {
         let mut copied = 0;
         for name in &self.recipe.overlays {
-            let dir = self.recipes_dir.join("overlays").join(name);
-            if !dir.is_dir() {
-                bail!(
-                    "the overlay {} does not exist (the recipe's overlays are directories under {})",
-                    dir.display(),
-                    self.recipes_dir.join("overlays").display()
-                );
-            }
+            let dir = locate(self.search, "overlays", name)?;
             for (rel, path) in overlay_files(&dir)? {
                 let dest = self.tree.join(&rel);
                 if let Some(parent) = dest.parent() {
@@ -89,7 +83,7 @@ impl Customize<'_> {
 
     pub fn hooks(&self) -> Result<()> {
         for name in &self.recipe.hooks {
-            let hook = self.recipes_dir.join("hooks").join(name);
+            let hook = locate(self.search, "hooks", name)?;
             let script = std::fs::read(&hook)
                 .with_context(|| format!("cannot read the hook {}", hook.display()))?;
             let inside = self.tree.join(".colinux-hook");
@@ -250,15 +244,31 @@ fn overlay_files(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(files)
 }
 
-/// The overlay files of a recipe, for the cache key.
-pub fn overlay_inputs(recipes_dir: &Path, recipe: &Recipe) -> Result<Vec<PathBuf>> {
+/// `dirs/<kind>/<name>` in the first of `dirs` that has it.
+pub fn locate(dirs: &[PathBuf], kind: &str, name: &str) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = dirs.iter().map(|d| d.join(kind).join(name)).collect();
+    match candidates.iter().find(|p| p.exists()) {
+        Some(found) => Ok(found.clone()),
+        None => bail!(
+            "the recipe names {kind} {name:?}, but {} does not exist",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" nor ")
+        ),
+    }
+}
+
+/// The overlay files and hooks of a recipe, for the cache key.
+pub fn inputs(search: &[PathBuf], recipe: &Recipe) -> Result<Vec<PathBuf>> {
     let mut all = Vec::new();
     for name in &recipe.overlays {
-        let dir = recipes_dir.join("overlays").join(name);
-        if !dir.is_dir() {
-            bail!("the overlay {} does not exist", dir.display());
-        }
+        let dir = locate(search, "overlays", name)?;
         all.extend(overlay_files(&dir)?.into_iter().map(|(_, p)| p));
+    }
+    for name in &recipe.hooks {
+        all.push(locate(search, "hooks", name)?);
     }
     Ok(all)
 }

@@ -158,7 +158,14 @@ fn merged(path: &Path, dir: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Tab
     let Some(base) = base.as_str() else {
         bail!("{}: extends must be a recipe name", path.display());
     };
-    let mut merged_base = merged(&dir.join(format!("{base}.toml")), dir, chain)?;
+    // A base next to the recipe first, else a stock one.
+    let beside = path.with_file_name(format!("{base}.toml"));
+    let base_path = if beside.is_file() {
+        beside
+    } else {
+        dir.join(format!("{base}.toml"))
+    };
+    let mut merged_base = merged(&base_path, dir, chain)?;
     merge(&mut merged_base, table);
     Ok(merged_base)
 }
