@@ -90,7 +90,10 @@ impl CacheKey {
 /// commit that touched `inputs` (else of the last commit at all). Keying it
 /// to the stage's own inputs keeps unrelated commits from forcing rebuilds.
 pub fn source_date_epoch(inputs: &[&Path]) -> Result<u64> {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
         return v
             .trim()
             .parse()
