@@ -36,7 +36,7 @@ pub fn files(name: &str, recipe: &Recipe) -> Vec<File> {
             FIRSTBOOT.to_string(),
         ),
     ];
-    for (iface, _) in &recipe.network {
+    for iface in recipe.network.keys() {
         files.push(file(
             format!("etc/systemd/network/20-{iface}.network"),
             network(recipe, iface),
