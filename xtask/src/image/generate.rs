@@ -242,7 +242,7 @@ mod tests {
         recipe.network.get_mut("eth0").unwrap().gateway = Some("10.0.2.2".into());
         recipe.network.get_mut("eth0").unwrap().dns = vec!["10.0.2.3".into()];
         let fixed = network(&recipe, "eth0");
-        assert!(!fixed.contains("DHCP"));
+        assert!(!fixed.contains("DHCP="));
         assert!(fixed.contains("Address=10.0.2.15/24\nGateway=10.0.2.2\nDNS=10.0.2.3\n"));
     }
 
