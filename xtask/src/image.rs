@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     let tools: serde_json::Map<String, serde_json::Value> =
         ["mmdebstrap", "mke2fs", "tar", "gzip", "zstd"]
             .iter()
-            .map(|t| (t.to_string(), version_of(t).into()))
+            .map(|t| (t.to_string(), stage::tool_version(t).into()))
             .collect();
     let mut key = CacheKey::new("image bootstrap");
     key.value("distro", recipe.distro.name());
@@ -278,7 +278,6 @@ pub fn run(args: Args) -> Result<()> {
     phase.done("zstd -12 --long=27");
 
     std::fs::remove_dir_all(&tree)?;
-    write_sha256sums(out)?;
     let manifest = json!({
         "stage": "image",
         "name": name,
@@ -349,38 +348,4 @@ fn credentials(args: &Args) -> Result<Credentials> {
         authorized_keys,
         password_hash: args.root_password_hash.clone(),
     })
-}
-
-fn version_of(tool: &str) -> String {
-    // mke2fs has no --version; -V prints it on stderr.
-    if tool == "mke2fs" {
-        return std::process::Command::new("mke2fs")
-            .arg("-V")
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .next()
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "not installed".into());
-    }
-    stage::tool_version(tool)
-}
-
-fn write_sha256sums(dir: &Path) -> Result<()> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    let mut text = String::new();
-    for name in names {
-        text.push_str(&format!(
-            "{}  {name}\n",
-            stage::sha256_file(&dir.join(&name))?
-        ));
-    }
-    std::fs::write(dir.join("SHA256SUMS"), text)?;
-    Ok(())
 }

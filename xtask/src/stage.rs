@@ -113,14 +113,28 @@ pub fn source_date_epoch(inputs: &[&Path]) -> Result<u64> {
     )
 }
 
-/// The first line of `program --version`, for cache keys and manifests.
+/// The first line `program --version` prints, else `program -V` (mke2fs
+/// and other e2fsprogs tools), on stdout or stderr: for cache keys and
+/// manifests.
 pub fn tool_version(program: &str) -> String {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_string))
+    ["--version", "-V"]
+        .iter()
+        .find_map(|flag| {
+            let out = Command::new(program).arg(flag).output().ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            let text = if out.stdout.is_empty() {
+                out.stderr
+            } else {
+                out.stdout
+            };
+            String::from_utf8(text)
+                .ok()?
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "not installed".into())
 }
 
@@ -134,6 +148,8 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 }
 
 const MANIFEST: &str = "manifest.json";
+/// The outputs' sha256 in `sha256sum --check` form.
+const SUMS: &str = "SHA256SUMS";
 
 /// True if `dest` holds a manifest for `key` and every output it lists is
 /// there with the recorded sha256.
@@ -158,10 +174,12 @@ pub fn up_to_date(dest: &Path, key: &str) -> bool {
     })
 }
 
-/// Writes the manifest into `staging` (listing every file there as an
-/// output) and moves `staging` into place as `dest`, replacing any old one.
+/// Writes SHA256SUMS and the manifest into `staging` (each listing every
+/// file there, hashed once) and moves `staging` into place as `dest`,
+/// replacing any old one.
 pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
     let mut outputs = Vec::new();
+    let mut sums = String::new();
     let mut names: Vec<String> = std::fs::read_dir(staging)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()?;
@@ -169,8 +187,13 @@ pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
     for name in names {
         let path = staging.join(&name);
         let size = std::fs::metadata(&path)?.len();
-        outputs.push(json!({ "path": name, "sha256": sha256_file(&path)?, "size": size }));
+        let sha = sha256_file(&path)?;
+        sums.push_str(&format!("{sha}  {name}\n"));
+        outputs.push(json!({ "path": name, "sha256": sha, "size": size }));
     }
+    std::fs::write(staging.join(SUMS), &sums)?;
+    outputs
+        .push(json!({ "path": SUMS, "sha256": hex(&Sha256::digest(&sums)), "size": sums.len() }));
     manifest["outputs"] = Value::Array(outputs);
     std::fs::write(
         staging.join(MANIFEST),
@@ -275,6 +298,10 @@ mod tests {
         std::fs::write(stage.path().join("bzImage"), b"kernel").unwrap();
         publish(&stage.keep(), &dest, json!({ "cache_key": "k1" })).unwrap();
         assert!(up_to_date(&dest, "k1"));
+        assert_eq!(
+            std::fs::read_to_string(dest.join("SHA256SUMS")).unwrap(),
+            format!("{}  bzImage\n", hex(&Sha256::digest(b"kernel")))
+        );
         assert!(!up_to_date(&dest, "k2"));
         std::fs::write(dest.join("bzImage"), b"tampered").unwrap();
         assert!(!up_to_date(&dest, "k1"));
