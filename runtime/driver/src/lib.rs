@@ -1,0 +1,1 @@
+//! Host virtualization: which accelerator the engine can really use.
