@@ -96,7 +96,7 @@ impl Guest {
         )?;
         let mut child = Command::new(program)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -136,6 +136,24 @@ impl Guest {
             log_path,
             transcript,
         })
+    }
+
+    /// Types `text` on the guest's console.
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        let Some(stdin) = self.child.stdin.as_mut() else {
+            return Err(self.fail("its input is closed"));
+        };
+        stdin.write_all(text.as_bytes())?;
+        Ok(stdin.flush()?)
+    }
+
+    /// Closes the console's input, as a user hanging up would.
+    pub fn close_input(&mut self) {
+        self.child.stdin.take();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_path(&self) -> &Path {
