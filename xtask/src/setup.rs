@@ -81,6 +81,13 @@ const NEEDS: &[Needs] = &[
         apt: &["openssh-client"],
         rustup_targets: &[],
     },
+    Needs {
+        // The runtime for Windows hosts: mingw-w64 links x86_64-pc-windows-gnu
+        // binaries, and Wine runs their unit tests; QEMU is the engine.
+        stage: "runtime",
+        apt: &["gcc-mingw-w64-x86-64", "wine64", "wine", "qemu-system-x86"],
+        rustup_targets: &["x86_64-pc-windows-gnu"],
+    },
 ];
 
 pub fn run(args: Args) -> Result<()> {
