@@ -1,0 +1,340 @@
+//! `colinux-daemon`: the command line, then one of: a dry run, a driver
+//! action, a service action, or running the guest.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Parser;
+use colinux_config::Settings;
+
+use crate::engine::{self, Plan};
+use crate::host;
+use crate::supervise::{self, exit, Msg, RunOptions, StartError};
+
+const AFTER_HELP: &str = "\
+CONFIG is the coLinux config language, as tokens on the command line and in
+@files, in any mix:  colinux-daemon kernel=vmlinuz cobd0=root.ext4 \\
+root=/dev/cobd0 eth0=slirp,,tcp:2222:22 @more.conf
+Keys: kernel= initrd= mem= smp= arch=i386|x86_64 accel=auto|kvm|whpx|tcg qemu=
+cobdN= (hdXN=/sdXN= aliases) ethN=slirp|tuntap|pcap-bridge|ndis-bridge cofsN=
+ttysN= execN= cocon=; anything else goes to the guest kernel's command line.
+An @file ending in .ini is read as a coMosix ini file.
+
+Console: attached (default), the guest console is this terminal and Ctrl-C
+powers the guest off (a second Ctrl-C stops it at once). With -d, the console
+is a socket: `colinux-console NAME` attaches, Ctrl-] detaches.
+
+Exit codes:
+  0  the guest powered off (also after Ctrl-C or SIGTERM)
+  1  the guest's kernel panicked or the guest crashed
+  2  configuration or command-line error; nothing was started
+  3  the engine (QEMU) is not installed or not where qemu= says
+  4  the engine failed to start, failed, or was stopped from outside
+  5  the guest rebooted (a service manager restarts the daemon)
+  6  the guest did not power off in time and the engine was stopped";
+
+/// Runs a coLinux guest (a Debian or Ubuntu image beside the host) as one
+/// process, on QEMU with the best accelerator the host really has.
+#[derive(Parser, Debug)]
+#[command(name = "colinux-daemon", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Config tokens and @files (see below)
+    #[arg(value_name = "CONFIG")]
+    pub config: Vec<String>,
+
+    /// Detached: the console goes to a socket for colinux-console, not to this terminal
+    #[arg(short = 'd', long = "detached")]
+    pub detached: bool,
+
+    /// Write the daemon's pid to FILE (removed when it ends)
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Suppress kernel messages on this terminal (the console socket still has them)
+    #[arg(short = 'k', long = "quiet-kernel")]
+    pub quiet_kernel: bool,
+
+    /// The daemon's own log level: error, warn, info, debug, trace, or 0-4
+    #[arg(short = 'v', long = "verbose", value_name = "LEVEL", default_value = "info")]
+    pub verbose: String,
+
+    /// The guest's name, for colinux-console and services [default: the first @file's name, else colinux]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Check the whole configuration, print the resolved settings and the engine command line (one argument per line), and start nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds the guest gets to power off after Ctrl-C/SIGTERM before the engine is stopped
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    pub shutdown_timeout: u64,
+
+    /// Print the host virtualization found and the accelerator that will be used
+    #[arg(long, conflicts_with_all = ["install_driver", "remove_driver"])]
+    pub status_driver: bool,
+
+    /// Enable the host's virtualization (Linux: load KVM, kvm group; Windows: Hypervisor Platform), or print the exact commands
+    #[arg(long, conflicts_with = "remove_driver")]
+    pub install_driver: bool,
+
+    /// Undo --install-driver where that is possible, or print the exact commands
+    #[arg(long)]
+    pub remove_driver: bool,
+
+    /// Install and enable a service (systemd unit / Windows service) that runs this guest with the given CONFIG
+    #[arg(long, value_name = "NAME", conflicts_with = "remove_service")]
+    pub install_service: Option<String>,
+
+    /// Stop, disable and remove the service NAME
+    #[arg(long, value_name = "NAME")]
+    pub remove_service: Option<String>,
+
+    /// Work from DIR (services start elsewhere; relative config paths keep their meaning)
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub cwd: Option<PathBuf>,
+
+    /// Run as the Windows service NAME (used by the service manager)
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub run_service: Option<String>,
+}
+
+/// Parses the daemon's arguments and does what they say. Returns the exit code.
+pub fn main(args: Vec<std::ffi::OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::CONFIG } else { 0 };
+        }
+    };
+    if let Err(message) = init_logging(&cli.verbose) {
+        eprintln!("colinux-daemon: {message}");
+        return exit::CONFIG;
+    }
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("colinux-daemon: {}", e.message);
+            e.code
+        }
+    }
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "0" | "error" => tracing::Level::ERROR,
+        "1" | "warn" => tracing::Level::WARN,
+        "2" | "info" => tracing::Level::INFO,
+        "3" | "debug" => tracing::Level::DEBUG,
+        "4" | "trace" => tracing::Level::TRACE,
+        other => return Err(format!("-v {other}: use error, warn, info, debug, trace or 0-4")),
+    };
+    // try_init: a Windows service initialises once per process.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_ansi(false)
+        .event_format(LogFormat)
+        .try_init();
+    Ok(())
+}
+
+/// `colinux-daemon: message` (and the level, when it is not info).
+struct LogFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "colinux-daemon: ")?;
+        match *event.metadata().level() {
+            tracing::Level::INFO => {}
+            level => write!(writer, "{}: ", level.as_str().to_ascii_lowercase())?,
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, StartError> {
+    if let Some(dir) = &cli.cwd {
+        std::env::set_current_dir(dir)
+            .map_err(|e| StartError::new(exit::CONFIG, format!("--cwd {}: {e}", dir.display())))?;
+    }
+    if cli.status_driver || cli.install_driver || cli.remove_driver {
+        return driver_action(&cli);
+    }
+    if let Some(name) = &cli.remove_service {
+        return crate::service::remove(name).map(|text| {
+            println!("{text}");
+            0
+        });
+    }
+    #[cfg(windows)]
+    if let Some(name) = cli.run_service.clone() {
+        return crate::service::run_windows_service(name, cli);
+    }
+    if cli.config.is_empty() {
+        return Err(StartError::new(
+            exit::CONFIG,
+            "no configuration: give config tokens or @file (for example @debian.conf); see --help",
+        ));
+    }
+    let name = cli.name.clone().unwrap_or_else(|| host::default_name(&cli.config));
+    host::check_name(&name).map_err(|m| StartError::new(exit::CONFIG, m))?;
+    let settings = load(&cli.config)?;
+    if let Some(service) = &cli.install_service {
+        host::check_name(service).map_err(|m| StartError::new(exit::CONFIG, m))?;
+        return crate::service::install(service, &cli.config).map(|text| {
+            println!("{text}");
+            0
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    let stop = tx.clone();
+    // Ctrl-C, SIGTERM and SIGHUP (or the Windows console's close) all mean
+    // "power the guest off".
+    if !cli.dry_run {
+        ctrlc::set_handler(move || {
+            let _ = stop.send(Msg::Stop);
+        })
+        .map_err(|e| StartError::new(exit::ENGINE_FAILED, format!("cannot handle signals: {e}")))?;
+    }
+    run(&cli, &name, &settings, (tx, rx))
+}
+
+/// Parses and checks the configuration: every file it names must exist.
+pub fn load(config: &[String]) -> Result<Settings, StartError> {
+    let cwd = std::env::current_dir().map_err(|e| StartError::new(exit::CONFIG, format!("current directory: {e}")))?;
+    let settings =
+        colinux_config::parse_args(config, &cwd).map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    if settings.kernel.is_none() {
+        return Err(StartError::new(exit::CONFIG, engine::EngineError::NoKernel.to_string()));
+    }
+    settings
+        .check_files()
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    Ok(settings)
+}
+
+/// The dry run, or the real run, of `settings`. Shared with the Windows service.
+pub fn run(
+    cli: &Cli,
+    name: &str,
+    settings: &Settings,
+    events: (mpsc::Sender<Msg>, mpsc::Receiver<Msg>),
+) -> Result<u8, StartError> {
+    let report = colinux_driver::detect(&colinux_driver::ProbeOptions::default());
+    let choice = report
+        .choose(settings.accel())
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    if let Some(warning) = &choice.warning {
+        tracing::warn!("{warning}");
+    }
+    let host_ram_mb = host::host_ram_mb().unwrap_or(1024);
+    let plan = Plan {
+        name: name.to_string(),
+        accel: choice.accel,
+        host_ram_mb,
+        qmp: supervise::qmp_endpoint(&host::runtime_dir(name), 0),
+    };
+    let found = engine::find_engine(settings);
+    if cli.dry_run {
+        let program = found
+            .clone()
+            .unwrap_or_else(|_| PathBuf::from(engine::default_engine(settings.arch())));
+        let command = engine::engine_command(settings, &plan, program)
+            .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+        println!("# settings");
+        print!("{}", settings.describe(Some(host_ram_mb)));
+        println!("# guest {name:?}, accelerator {} ({})", choice.accel.as_str(), report.best().as_str());
+        println!("# engine command line, one argument per line");
+        println!("{}", command.program.display());
+        for arg in &command.args {
+            println!("{arg}");
+        }
+        return found.map(|_| 0).map_err(|e| StartError::new(exit::ENGINE_MISSING, e.to_string()));
+    }
+    let program = found.map_err(|e| StartError::new(exit::ENGINE_MISSING, e.to_string()))?;
+    let opts = RunOptions {
+        name: name.to_string(),
+        detached: cli.detached,
+        quiet_kernel: cli.quiet_kernel,
+        pidfile: cli.pidfile.clone(),
+        shutdown_timeout: Duration::from_secs(cli.shutdown_timeout),
+    };
+    let outcome = supervise::run(settings, plan, program, &opts, events)?;
+    let code = outcome.exit_code();
+    if code == exit::POWERED_OFF {
+        tracing::info!("{}", outcome.describe());
+    } else {
+        tracing::error!("{} (exit code {code})", outcome.describe());
+    }
+    Ok(code)
+}
+
+fn driver_action(cli: &Cli) -> Result<u8, StartError> {
+    let failed = |e: colinux_driver::DriverError| StartError::new(exit::ENGINE_FAILED, e.to_string());
+    let text = if cli.install_driver {
+        colinux_driver::install().map_err(failed)?
+    } else if cli.remove_driver {
+        colinux_driver::remove().map_err(failed)?
+    } else {
+        colinux_driver::detect(&colinux_driver::ProbeOptions::default()).to_string()
+    };
+    println!("{}", text.trim_end());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_documents_flags_and_exit_codes() {
+        let help = Cli::try_parse_from(["colinux-daemon", "--help"]).unwrap_err().to_string();
+        for needle in [
+            "--detached", "--pidfile", "--quiet-kernel", "--verbose", "--dry-run", "--status-driver",
+            "--install-driver", "--remove-driver", "--install-service", "--remove-service",
+            "--shutdown-timeout", "Exit codes", "6  the guest did not power off",
+        ] {
+            assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+        }
+        assert!(!help.contains("--run-service"), "internal flag shown");
+    }
+
+    #[test]
+    fn flags_and_config_tokens_mix() {
+        let cli = Cli::try_parse_from([
+            "colinux-daemon", "-d", "kernel=k", "-p", "/run/g.pid", "@g.conf", "-k", "root=/dev/cobd0", "-v", "3",
+        ])
+        .unwrap();
+        assert!(cli.detached && cli.quiet_kernel);
+        assert_eq!(cli.pidfile, Some(PathBuf::from("/run/g.pid")));
+        assert_eq!(cli.config, ["kernel=k", "@g.conf", "root=/dev/cobd0"]);
+        assert_eq!(cli.verbose, "3");
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("g.conf");
+        std::fs::write(&conf, "kernel=missing-kernel\ncobd0=missing.img\n").unwrap();
+        let err = load(&[format!("@{}", conf.display())]).unwrap_err();
+        assert_eq!(err.code, exit::CONFIG);
+        assert!(err.message.contains("missing-kernel") && err.message.contains("missing.img"), "{}", err.message);
+        let err = load(&["cobd0=x".into()]).unwrap_err();
+        assert!(err.message.contains("kernel="), "{}", err.message);
+    }
+}

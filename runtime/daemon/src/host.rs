@@ -1,0 +1,183 @@
+//! Host facts and places: memory size, the per-guest runtime directory, the
+//! lock that keeps two daemons off one guest name, and the pidfile.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A guest's name becomes file, pipe and unit names: keep it plain.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "guest name {name:?}: use 1-64 letters, digits, '-', '_' or '.' (not starting with '.')"
+        ))
+    }
+}
+
+/// The guest name when `--name` is not given: the first `@file`'s stem.
+pub fn default_name(config_args: &[String]) -> String {
+    config_args
+        .iter()
+        .find_map(|a| a.strip_prefix('@'))
+        .and_then(|file| Path::new(file).file_stem())
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .filter(|stem| check_name(stem).is_ok())
+        .unwrap_or_else(|| "colinux".into())
+}
+
+/// Where a guest's sockets and lock live: `$XDG_RUNTIME_DIR/colinux/NAME`,
+/// else `/run/colinux/NAME` for root, else a per-user directory in the
+/// temporary directory.
+pub fn runtime_dir(name: &str) -> PathBuf {
+    base_runtime_dir().join(name)
+}
+
+fn base_runtime_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("colinux");
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if uid == 0 {
+            return PathBuf::from("/run/colinux");
+        }
+        std::env::temp_dir().join(format!("colinux-{uid}"))
+    }
+    #[cfg(windows)]
+    {
+        std::env::temp_dir().join("colinux")
+    }
+}
+
+/// Creates the runtime directory, private to its owner.
+pub fn create_runtime_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Held for the daemon's life: a second daemon for the same guest name
+/// stops at once instead of fighting over its sockets and disks.
+pub struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    pub fn acquire(dir: &Path, name: &str) -> Result<InstanceLock, String> {
+        let path = dir.join("daemon.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !try_lock(&file) {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(format!(
+                "a guest named {name:?} is already running (daemon pid {}); give this one another --name",
+                pid.trim()
+            ));
+        }
+        file.set_len(0)
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(InstanceLock { _file: file })
+    }
+}
+
+#[cfg(unix)]
+fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; flock has no memory effects.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(windows)]
+fn try_lock(file: &File) -> bool {
+    // Windows: the console pipe is created first-instance-only, which is
+    // the real guard; the file lock keeps the pid for the message.
+    file.try_lock().is_ok()
+}
+
+/// Writes `path` atomically (temporary file, then rename).
+pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The host's physical memory in MB, if it can be read.
+pub fn host_ram_mb() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kb: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024)
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
+        // SAFETY: a zeroed MEMORYSTATUSEX with its length set is what the call expects.
+        unsafe {
+            let mut status: MEMORYSTATUSEX = std::mem::zeroed();
+            status.dwLength = std::mem::size_of::<MEMORYSTATUSEX>() as u32;
+            (GlobalMemoryStatusEx(&mut status) != 0).then(|| status.ullTotalPhys / (1024 * 1024))
+        }
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("debian-1.test_x").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(default_name(&args(&["kernel=k", "@/etc/colinux/web.conf"])), "web");
+        assert_eq!(default_name(&args(&["kernel=k"])), "colinux");
+        assert_eq!(default_name(&args(&["@bad name.conf"])), "colinux");
+    }
+
+    #[test]
+    fn one_daemon_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = InstanceLock::acquire(dir.path(), "g").unwrap();
+        let err = InstanceLock::acquire(dir.path(), "g").err().unwrap();
+        assert!(err.contains("already running") && err.contains(&std::process::id().to_string()), "{err}");
+        drop(held);
+        InstanceLock::acquire(dir.path(), "g").unwrap();
+    }
+
+    #[test]
+    fn host_memory_is_known() {
+        if cfg!(target_os = "linux") {
+            assert!(host_ram_mb().unwrap() > 64);
+        }
+    }
+}

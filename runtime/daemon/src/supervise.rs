@@ -1,0 +1,590 @@
+//! Runs one guest: starts the engine, serves its console, starts the
+//! `execN` helpers, turns Ctrl-C/SIGTERM into an ACPI power-down, and tells
+//! how the guest ended (see [`exit`]).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use colinux_config::Settings;
+
+use crate::console::{self, Hub};
+use crate::engine::{self, EngineCommand, Plan, QmpEndpoint};
+use crate::host::{self, InstanceLock};
+use crate::qmp::{Qmp, QmpEvent};
+
+/// The daemon's exit codes (also in `colinux-daemon --help`).
+pub mod exit {
+    /// The guest powered off cleanly (also after Ctrl-C/SIGTERM).
+    pub const POWERED_OFF: u8 = 0;
+    /// The guest's kernel panicked or the guest crashed.
+    pub const GUEST_CRASHED: u8 = 1;
+    /// The configuration or the command line is wrong; nothing was started.
+    pub const CONFIG: u8 = 2;
+    /// The engine (QEMU) is not installed or not where `qemu=` says.
+    pub const ENGINE_MISSING: u8 = 3;
+    /// The engine failed to start, failed while running, or was stopped from outside.
+    pub const ENGINE_FAILED: u8 = 4;
+    /// The guest rebooted; the daemon ends so that a service manager restarts it.
+    pub const REBOOTED: u8 = 5;
+    /// The guest did not power off in time and the engine was stopped.
+    pub const SHUTDOWN_TIMEOUT: u8 = 6;
+}
+
+/// How long a panicked guest's console keeps running so that the whole
+/// panic message reaches the console.
+const PANIC_GRACE: Duration = Duration::from_secs(2);
+/// How long QEMU gets to start and connect to the QMP socket.
+const QMP_CONNECT: Duration = Duration::from_secs(30);
+const QMP_REPLY: Duration = Duration::from_secs(10);
+
+pub struct RunOptions {
+    pub name: String,
+    /// `-d`: the console goes to the socket only.
+    pub detached: bool,
+    /// `-k`: no kernel log lines on the daemon's terminal.
+    pub quiet_kernel: bool,
+    pub pidfile: Option<PathBuf>,
+    pub shutdown_timeout: Duration,
+}
+
+/// What the supervisor reacts to.
+#[derive(Debug)]
+pub enum Msg {
+    /// Ctrl-C, SIGTERM, or a service stop.
+    Stop,
+    Qmp(QmpEvent),
+    /// The console showed a kernel panic.
+    Panic,
+}
+
+/// How a guest that started ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    PoweredOff,
+    Crashed(String),
+    Rebooted,
+    EngineFailed(String),
+    ShutdownTimedOut,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::PoweredOff => exit::POWERED_OFF,
+            Outcome::Crashed(_) => exit::GUEST_CRASHED,
+            Outcome::Rebooted => exit::REBOOTED,
+            Outcome::EngineFailed(_) => exit::ENGINE_FAILED,
+            Outcome::ShutdownTimedOut => exit::SHUTDOWN_TIMEOUT,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::PoweredOff => "the guest powered off".into(),
+            Outcome::Crashed(why) => format!("the guest crashed: {why}"),
+            Outcome::Rebooted => "the guest rebooted; start the daemon again to boot it".into(),
+            Outcome::EngineFailed(why) => format!("the engine failed: {why}"),
+            Outcome::ShutdownTimedOut => {
+                "the guest did not power off in time and the engine was stopped; check its filesystems (fsck) at the next boot".into()
+            }
+        }
+    }
+}
+
+/// A failure before the guest ran, with its exit code.
+#[derive(Debug)]
+pub struct StartError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl StartError {
+    pub fn new(code: u8, message: impl Into<String>) -> StartError {
+        StartError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The QMP endpoint the engine is given: a socket in the runtime directory
+/// on Unix, a loopback port on Windows (QEMU's Windows build cannot
+/// connect to a named pipe). Port 0 only appears in a dry run.
+pub fn qmp_endpoint(runtime_dir: &std::path::Path, port: u16) -> QmpEndpoint {
+    if cfg!(windows) {
+        QmpEndpoint::Tcp(port)
+    } else {
+        QmpEndpoint::Unix(runtime_dir.join("qmp.sock"))
+    }
+}
+
+/// Runs the guest until it ends. `events` carries stop requests from the
+/// caller (signal handler or service control) and is fed by our threads.
+pub fn run(
+    settings: &Settings,
+    plan: Plan,
+    program: PathBuf,
+    opts: &RunOptions,
+    events: (Sender<Msg>, Receiver<Msg>),
+) -> Result<Outcome, StartError> {
+    let (tx, rx) = events;
+    let dir = host::runtime_dir(&opts.name);
+    host::create_runtime_dir(&dir)
+        .map_err(|e| StartError::new(exit::CONFIG, format!("{}: {e}", dir.display())))?;
+    let _lock = InstanceLock::acquire(&dir, &opts.name).map_err(|m| StartError::new(exit::CONFIG, m))?;
+
+    let qmp_listener = QmpListener::bind(&dir).map_err(|e| {
+        StartError::new(exit::ENGINE_FAILED, format!("cannot create the QMP socket in {}: {e}", dir.display()))
+    })?;
+    let plan = Plan {
+        qmp: qmp_listener.endpoint(&dir),
+        ..plan
+    };
+    let command = engine::engine_command(settings, &plan, program)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+
+    let mut engine = Engine::spawn(&command)?;
+    let hub = Hub::new(
+        Box::new(engine.child.stdin.take().expect("piped")),
+        !opts.detached,
+        opts.quiet_kernel,
+        console::DEFAULT_SCROLLBACK_BYTES,
+    );
+    pump_console(engine.child.stdout.take().expect("piped"), hub.clone(), tx.clone());
+    let console_path = console::socket_path(&dir);
+    let _ = std::fs::remove_file(&console_path); // stale: we hold the lock
+    console::socket_name(&dir, &opts.name)
+        .and_then(|name| hub.serve(name))
+        .map_err(|e| {
+            engine.kill();
+            StartError::new(exit::ENGINE_FAILED, format!("cannot create the console socket: {e}"))
+        })?;
+
+    let qmp = match qmp_listener.accept(&mut engine, tx.clone()) {
+        Ok(qmp) => qmp,
+        Err(why) => {
+            engine.kill();
+            return Err(StartError::new(exit::ENGINE_FAILED, why));
+        }
+    };
+    let _pidfile = opts.pidfile.as_ref().map(|p| PidFile::write(p.clone())).transpose().map_err(|e| {
+        engine.kill();
+        StartError::new(exit::CONFIG, e)
+    })?;
+    let _terminal = (!opts.detached).then(|| attach_terminal(hub.clone()));
+    let helpers = Helpers::start(settings);
+    if opts.detached {
+        tracing::info!(
+            "guest {:?} running (engine pid {}, accel {}); console: colinux-console {}",
+            opts.name,
+            engine.child.id(),
+            plan.accel.as_str(),
+            opts.name
+        );
+    } else {
+        tracing::info!(
+            "guest {:?} running (engine pid {}, accel {}); Ctrl-C powers it off",
+            opts.name,
+            engine.child.id(),
+            plan.accel.as_str()
+        );
+    }
+
+    let outcome = supervise(&mut engine, &qmp, &rx, opts.shutdown_timeout);
+    helpers.stop();
+    let _ = std::fs::remove_file(&console_path);
+    Ok(outcome)
+}
+
+fn supervise(engine: &mut Engine, qmp: &Qmp, rx: &Receiver<Msg>, shutdown_timeout: Duration) -> Outcome {
+    let mut stop_asked: Option<Instant> = None;
+    let mut panicked: Option<(Instant, String)> = None;
+    let mut reason: Option<String> = None;
+    let mut gave_up = false;
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Msg::Stop) if stop_asked.is_none() => {
+                stop_asked = Some(Instant::now());
+                tracing::info!(
+                    "powering the guest off (ACPI power button); waiting up to {} s; Ctrl-C again stops the engine at once",
+                    shutdown_timeout.as_secs()
+                );
+                if let Err(e) = qmp.execute("system_powerdown", QMP_REPLY) {
+                    tracing::warn!("{e}");
+                }
+            }
+            Ok(Msg::Stop) => {
+                if !gave_up {
+                    tracing::warn!("stopping the engine now, without waiting for the guest");
+                    gave_up = true;
+                    engine.quit(qmp);
+                }
+            }
+            Ok(Msg::Qmp(QmpEvent::Shutdown { reason: r })) => reason = Some(r),
+            Ok(Msg::Qmp(QmpEvent::Panicked)) | Ok(Msg::Panic) => {
+                if panicked.is_none() {
+                    tracing::error!("the guest's kernel panicked");
+                    panicked = Some((Instant::now(), "kernel panic (see the console)".into()));
+                }
+            }
+            Ok(Msg::Qmp(QmpEvent::Closed)) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {}
+        }
+        if let Ok(Some(status)) = engine.child.try_wait() {
+            break status;
+        }
+        if let Some(asked) = stop_asked {
+            if !gave_up && asked.elapsed() > shutdown_timeout {
+                tracing::warn!("the guest did not power off within {} s; stopping the engine", shutdown_timeout.as_secs());
+                gave_up = true;
+                engine.quit(qmp);
+            }
+        }
+        if let Some((at, _)) = &panicked {
+            if at.elapsed() > PANIC_GRACE && reason.is_none() {
+                reason = Some("guest-panic".into());
+                engine.quit(qmp);
+            }
+        }
+    };
+    // The SHUTDOWN event can trail the exit by a moment: read what is left.
+    while let Ok(msg) = rx.recv_timeout(Duration::from_millis(300)) {
+        match msg {
+            Msg::Qmp(QmpEvent::Shutdown { reason: r }) if reason.is_none() => reason = Some(r),
+            Msg::Qmp(QmpEvent::Closed) => break,
+            _ => {}
+        }
+    }
+    outcome(status, reason.as_deref(), panicked.map(|p| p.1), gave_up, &engine.stderr_tail())
+}
+
+/// Classifies the end of the engine.
+fn outcome(status: ExitStatus, reason: Option<&str>, panic: Option<String>, gave_up: bool, stderr: &str) -> Outcome {
+    if let Some(why) = panic {
+        return Outcome::Crashed(why);
+    }
+    if gave_up {
+        return Outcome::ShutdownTimedOut;
+    }
+    match reason {
+        Some("guest-shutdown") if status.success() => Outcome::PoweredOff,
+        Some("guest-reset") => Outcome::Rebooted,
+        Some("guest-panic") => Outcome::Crashed("the guest reported a panic".into()),
+        Some(other) if status.success() => Outcome::EngineFailed(format!("the engine was stopped from outside ({other})")),
+        _ => Outcome::EngineFailed(format!("qemu exited with {status}{}", tail_suffix(stderr))),
+    }
+}
+
+fn tail_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; its last messages:\n{stderr}")
+    }
+}
+
+/// The running engine process.
+struct Engine {
+    child: Child,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Engine {
+    fn spawn(command: &EngineCommand) -> Result<Engine, StartError> {
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        own_process_group(&mut cmd, true);
+        let mut child = cmd.spawn().map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                exit::ENGINE_MISSING
+            } else {
+                exit::ENGINE_FAILED
+            };
+            StartError::new(code, format!("cannot start {}: {e}", command.program.display()))
+        })?;
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                tracing::warn!("qemu: {line}");
+                let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+                if lines.len() == 20 {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+        Ok(Engine { child, stderr })
+    }
+
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Asks QEMU to quit; kills it if it does not within a few seconds.
+    fn quit(&mut self, qmp: &Qmp) {
+        let _ = qmp.execute("quit", Duration::from_secs(3));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a child in its own process group, so that the terminal's Ctrl-C
+/// reaches only the daemon (which shuts the guest down properly). With
+/// `die_with_parent`, the kernel stops it if the daemon dies.
+fn own_process_group(cmd: &mut Command, die_with_parent: bool) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        #[cfg(target_os = "linux")]
+        if die_with_parent {
+            // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        let _ = die_with_parent;
+        // CREATE_NEW_PROCESS_GROUP: Ctrl-C in the console is not delivered to it.
+        cmd.creation_flags(0x0000_0200);
+    }
+}
+
+/// Copies the engine's console output into the hub.
+fn pump_console(mut out: impl Read + Send + 'static, hub: Hub, tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if hub.from_engine(&buf[..n]) {
+                let _ = tx.send(Msg::Panic);
+            }
+        }
+    });
+}
+
+/// Attached mode: the daemon's terminal is the console.
+fn attach_terminal(hub: Hub) -> Option<crate::terminal::RawMode> {
+    let raw = crate::terminal::RawMode::enter(true);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || hub.to_engine(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    raw
+}
+
+/// The QMP listener: QEMU connects to it as a client.
+enum QmpListener {
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixListener),
+    #[cfg(not(unix))]
+    Tcp(std::net::TcpListener),
+}
+
+impl QmpListener {
+    fn bind(dir: &std::path::Path) -> std::io::Result<QmpListener> {
+        #[cfg(unix)]
+        {
+            let path = dir.join("qmp.sock");
+            let _ = std::fs::remove_file(&path); // stale: we hold the lock
+            let listener = std::os::unix::net::UnixListener::bind(&path)?;
+            listener.set_nonblocking(true)?;
+            Ok(QmpListener::Unix(listener))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+            listener.set_nonblocking(true)?;
+            Ok(QmpListener::Tcp(listener))
+        }
+    }
+
+    fn endpoint(&self, dir: &std::path::Path) -> QmpEndpoint {
+        let port = match self {
+            #[cfg(not(unix))]
+            QmpListener::Tcp(l) => l.local_addr().map(|a| a.port()).unwrap_or(0),
+            #[cfg(unix)]
+            QmpListener::Unix(_) => 0,
+        };
+        qmp_endpoint(dir, port)
+    }
+
+    /// Waits for QEMU to connect (or to fail first) and shakes hands.
+    fn accept(&self, engine: &mut Engine, tx: Sender<Msg>) -> Result<Qmp, String> {
+        let deadline = Instant::now() + QMP_CONNECT;
+        loop {
+            let accepted: std::io::Result<(Box<dyn Read + Send>, Box<dyn std::io::Write + Send>)> = match self {
+                #[cfg(unix)]
+                QmpListener::Unix(l) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    Ok((Box::new(s.try_clone()?) as _, Box::new(s) as _))
+                }),
+                #[cfg(not(unix))]
+                QmpListener::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    Ok((Box::new(s.try_clone()?) as _, Box::new(s) as _))
+                }),
+            };
+            match accepted {
+                Ok((reader, writer)) => {
+                    return Qmp::handshake(reader, writer, tx, Msg::Qmp, QMP_REPLY)
+                        .map_err(|e| format!("QMP handshake with the engine failed: {e}"))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("QMP accept: {e}")),
+            }
+            if let Ok(Some(status)) = engine.child.try_wait() {
+                // Give the stderr reader a moment to collect QEMU's complaint.
+                std::thread::sleep(Duration::from_millis(200));
+                return Err(format!("qemu exited at once with {status}{}", tail_suffix(&engine.stderr_tail())));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the engine did not connect to QMP within {} s", QMP_CONNECT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `-p FILE`: the daemon's pid, removed when it ends.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> Result<PidFile, String> {
+        host::write_atomically(&path, &format!("{}\n", std::process::id()))
+            .map_err(|e| format!("pidfile {}: {e}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The `execN` programs: started once the engine runs, stopped with it.
+struct Helpers(Vec<(u8, Child)>);
+
+impl Helpers {
+    fn start(settings: &Settings) -> Helpers {
+        let mut running = Vec::new();
+        for (&index, exec) in &settings.exec {
+            let mut cmd = Command::new(&exec.program);
+            cmd.args(exec.argv()).stdin(Stdio::null());
+            own_process_group(&mut cmd, true);
+            match cmd.spawn() {
+                Ok(child) => {
+                    tracing::info!("exec{index}: started {} (pid {})", exec.program.display(), child.id());
+                    running.push((index, child));
+                }
+                Err(e) => tracing::warn!("exec{index}: cannot start {}: {e}", exec.program.display()),
+            }
+        }
+        Helpers(running)
+    }
+
+    /// SIGTERM to each helper's group, a few seconds' grace, then kill.
+    fn stop(self) {
+        for (_, child) in &self.0 {
+            terminate(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (index, mut child) in self.0 {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            tracing::debug!("exec{index}: stopped");
+        }
+    }
+}
+
+#[cfg(unix)]
+fn terminate(child: &Child) {
+    // SAFETY: kill has no memory effects; the group id is the child's pid.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM);
+    }
+}
+
+#[cfg(windows)]
+fn terminate(_child: &Child) {
+    // Windows has no polite signal for a console-less child; `stop` kills it.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn status(code: i32) -> ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        ExitStatus::from_raw(code << 8)
+    }
+    #[cfg(windows)]
+    fn status(code: i32) -> ExitStatus {
+        use std::os::windows::process::ExitStatusExt;
+        ExitStatus::from_raw(code as u32)
+    }
+
+    #[test]
+    fn outcomes_and_exit_codes() {
+        let ok = status(0);
+        let cases = [
+            (outcome(ok, Some("guest-shutdown"), None, false, ""), exit::POWERED_OFF),
+            (outcome(ok, Some("guest-reset"), None, false, ""), exit::REBOOTED),
+            (outcome(ok, Some("guest-panic"), None, false, ""), exit::GUEST_CRASHED),
+            (outcome(ok, Some("host-qmp-quit"), Some("kernel panic".into()), false, ""), exit::GUEST_CRASHED),
+            (outcome(ok, Some("host-qmp-quit"), None, true, ""), exit::SHUTDOWN_TIMEOUT),
+            (outcome(ok, Some("host-signal"), None, false, ""), exit::ENGINE_FAILED),
+            (outcome(status(1), None, None, false, "qemu: bad option"), exit::ENGINE_FAILED),
+        ];
+        for (outcome, code) in cases {
+            assert_eq!(outcome.exit_code(), code, "{outcome:?}");
+        }
+        let failed = outcome(status(1), None, None, false, "qemu: could not open disk");
+        assert!(failed.describe().contains("could not open disk"), "{}", failed.describe());
+        let outside = outcome(ok, Some("host-signal"), None, false, "");
+        assert!(outside.describe().contains("stopped from outside (host-signal)"));
+    }
+}
