@@ -193,22 +193,47 @@ fn run_dism(enable: bool) -> Result<String, DriverError> {
 }
 
 pub(crate) fn install() -> Result<String, DriverError> {
+    install_as(is_elevated())
+}
+
+pub(crate) fn remove() -> Result<String, DriverError> {
+    remove_as(is_elevated())
+}
+
+fn install_as(elevated: bool) -> Result<String, DriverError> {
     let whpx = detect_whpx();
     if whpx.state == BackendState::Usable {
         return Ok("WHPX is already usable; nothing to install.".into());
     }
-    if is_elevated() {
+    if elevated {
         run_dism(true)
     } else {
-        Ok(manual_text(true))
+        Ok(format!(
+            "{}
+({})",
+            manual_text(true),
+            whpx.detail
+        ))
     }
 }
 
-pub(crate) fn remove() -> Result<String, DriverError> {
-    if is_elevated() {
+fn remove_as(elevated: bool) -> Result<String, DriverError> {
+    if elevated {
         run_dism(false)
     } else {
         Ok(manual_text(false))
+    }
+}
+
+/// Wine's ntdll exports `wine_get_version`; Windows' does not.
+#[cfg(test)]
+fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+    let ntdll: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
+    // SAFETY: ntdll is always loaded; the names are NUL-terminated.
+    unsafe {
+        let module = GetModuleHandleW(ntdll.as_ptr());
+        !module.is_null() && GetProcAddress(module, c"wine_get_version".as_ptr().cast()).is_some()
     }
 }
 
@@ -256,18 +281,42 @@ mod tests {
 
     #[test]
     fn install_when_not_elevated_names_the_command() {
-        if is_elevated() {
-            eprintln!("elevated: install would really run dism; skipped");
-            return;
-        }
-        let t = crate::install().unwrap();
+        let t = install_as(false).unwrap();
         // Either already usable, or the exact command to run.
         assert!(
-            t.contains("nothing to install") || t.contains("dism.exe /Online /Enable-Feature"),
+            t.contains("nothing to install")
+                || t.contains(
+                    "dism.exe /Online /Enable-Feature /FeatureName:HypervisorPlatform /All /NoRestart"
+                ),
             "{t}"
         );
-        let t = crate::remove().unwrap();
+        let t = remove_as(false).unwrap();
         assert!(t.contains("/Disable-Feature"), "{t}");
+    }
+
+    /// Only under Wine, where there is no feature to change: the elevated
+    /// path must run dism and report the outcome in one line, not crash.
+    #[test]
+    fn elevated_install_under_wine_reports_dism() {
+        if !under_wine() {
+            eprintln!("not under Wine: would really change Windows features; skipped");
+            return;
+        }
+        eprintln!("under Wine, elevated: {}", is_elevated());
+        for result in [install_as(true), remove_as(true)] {
+            eprintln!("{result:?}");
+            match result {
+                Ok(t) => assert!(
+                    t.contains("dism.exe") || t.contains("nothing to install"),
+                    "{t}"
+                ),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.starts_with("`dism.exe /Online /"), "{e}");
+                    assert!(!e.contains('\n'), "{e}");
+                }
+            }
+        }
     }
 
     #[test]
