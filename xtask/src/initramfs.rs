@@ -1,8 +1,6 @@
 //! `cargo xtask initramfs`: the tiny initramfs of the kernel smoke test,
 //! made of our static guest init (`guest-init/`) and nothing else.
 
-use std::process::Command;
-
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
@@ -31,7 +29,7 @@ pub fn run(args: Args) -> Result<()> {
     let root = stage::root();
     let target = musl_target(args.arch);
     // cargo decides itself whether the init needs rebuilding.
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = stage::cargo()
         .current_dir(&root)
         .args([
             "build",
@@ -160,6 +158,7 @@ fn pad4(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn cpio_lists_what_we_packed() {

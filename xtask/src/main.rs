@@ -9,9 +9,11 @@ mod image;
 mod initramfs;
 mod kernel;
 mod progress;
+mod runtime;
 mod setup;
 mod stage;
 mod test;
+mod wine;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,7 @@ enum Stage {
     Convert(convert::Args),
     Kernel(kernel::Args),
     Image(image::Args),
+    Runtime(runtime::Args),
     Initramfs(initramfs::Args),
     Bench(bench::Args),
     Test(test::Args),
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Stage::Convert(args) => convert::run(args),
         Stage::Kernel(args) => kernel::run(args),
         Stage::Image(args) => image::run(args),
+        Stage::Runtime(args) => runtime::run(args),
         Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Test(args) => test::run(args),

@@ -138,6 +138,11 @@ pub fn tool_version(program: &str) -> String {
         .unwrap_or_else(|| "not installed".into())
 }
 
+/// The cargo that runs this xtask (not whatever `cargo` is first on PATH).
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
 /// The program's path if it is on PATH.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?

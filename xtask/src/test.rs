@@ -3,28 +3,58 @@
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
+use crate::runtime::Target;
+use crate::wine::Wine;
+
 /// Install the host dependencies (as `cargo xtask setup` does), run every
 /// test in the workspace (unit tests, and the integration tests that drive
-/// the real tools, build the kernel and boot it under QEMU), then check that
-/// a clean rebuild of the kernel is bit-identical. This is what CI runs.
+/// the real tools, build the kernel and boot it under QEMU), then the
+/// runtime's tests built for Windows and run under Wine, then check that a
+/// clean rebuild of the kernel is bit-identical. This is what CI runs.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Extra arguments for `cargo test`, such as a test name filter. With
-    /// these, the kernel reproducibility check is skipped.
+    /// Only the runtime's tests built for Windows, under Wine (after setup).
+    #[arg(long)]
+    windows_only: bool,
+    /// Extra arguments for every `cargo test` run, such as a test name
+    /// filter. With these, the kernel reproducibility check is skipped.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cargo_args: Vec<String>,
 }
+
+/// The packages whose tests also run as Windows binaries under Wine.
+const WINDOWS_TESTED: [&str; 3] = ["colinux-config", "colinux-driver", "colinux-daemon"];
 
 pub fn run(args: Args) -> Result<()> {
     crate::setup::run(crate::setup::Args::default())?;
     let sh = Shell::new()?;
     sh.change_dir(crate::stage::root());
     let cargo_args = &args.cargo_args;
-    cmd!(sh, "cargo test --workspace --locked {cargo_args...}").run()?;
-    if cargo_args.is_empty() {
+    if !args.windows_only {
+        cmd!(sh, "cargo test --workspace --locked {cargo_args...}").run()?;
+    }
+    windows_tests(&sh, cargo_args)?;
+    if !args.windows_only && cargo_args.is_empty() {
         // Slow (a second full build without ccache), so last.
         let xtask = std::env::current_exe()?;
         cmd!(sh, "{xtask} kernel --arch i386 --verify-reproducible").run()?;
     }
+    Ok(())
+}
+
+/// cargo runs cross-compiled tests, doc tests included, through the
+/// target's runner: here Wine.
+fn windows_tests(sh: &Shell, cargo_args: &[String]) -> Result<()> {
+    let wine = Wine::prepare(&crate::stage::cache_dir())?;
+    let target = Target::Windows.triple();
+    let packages = WINDOWS_TESTED.iter().flat_map(|p| ["--package", p]);
+    let mut test = cmd!(
+        sh,
+        "cargo test --locked --target {target} {packages...} {cargo_args...}"
+    );
+    for (var, value) in wine.env() {
+        test = test.env(var, value);
+    }
+    test.run()?;
     Ok(())
 }

@@ -78,7 +78,10 @@ fn attach(cli: &Cli) -> Result<u8, (u8, String)> {
     let stream = Stream::connect(name).map_err(|e| {
         (
             exit::NO_GUEST,
-            format!("no guest {:?} to attach to ({e}); is `colinux-daemon -d --name {}` running?", cli.name, cli.name),
+            format!(
+                "no guest {:?} to attach to ({e}); is `colinux-daemon -d --name {}` running?",
+                cli.name, cli.name
+            ),
         )
     })?;
     let shared = console::Shared(std::sync::Arc::new(stream));
@@ -92,13 +95,19 @@ fn attach(cli: &Cli) -> Result<u8, (u8, String)> {
         return Err((exit::BUSY, reason.trim().to_string()));
     }
     if greeting.trim_end() != GREETING_OK {
-        return Err((exit::NO_GUEST, format!("not a colinux console: {:?}", greeting.trim_end())));
+        return Err((
+            exit::NO_GUEST,
+            format!("not a colinux console: {:?}", greeting.trim_end()),
+        ));
     }
 
     let raw = crate::terminal::RawMode::enter(false);
     let interactive = raw.is_some();
     if interactive {
-        eprint!("colinux-console: attached to {:?}; Ctrl-] detaches\r\n", cli.name);
+        eprint!(
+            "colinux-console: attached to {:?}; Ctrl-] detaches\r\n",
+            cli.name
+        );
     }
     let (tx, rx) = mpsc::channel();
     let keys = tx.clone();
@@ -125,7 +134,12 @@ fn attach(cli: &Cli) -> Result<u8, (u8, String)> {
         let mut stdout = std::io::stdout();
         let mut buf = [0u8; 8192];
         while let Ok(n) = input.read(&mut buf) {
-            if n == 0 || stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+            if n == 0
+                || stdout
+                    .write_all(&buf[..n])
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+            {
                 break;
             }
         }
@@ -134,7 +148,9 @@ fn attach(cli: &Cli) -> Result<u8, (u8, String)> {
     let event = rx.recv().unwrap_or(Event::GuestGone);
     drop(raw);
     match event {
-        Event::Detach if interactive => eprintln!("\ncolinux-console: detached; the guest keeps running"),
+        Event::Detach if interactive => {
+            eprintln!("\ncolinux-console: detached; the guest keeps running")
+        }
         Event::Detach => {}
         Event::GuestGone => eprintln!("\ncolinux-console: the guest stopped"),
     }
@@ -147,14 +163,22 @@ mod tests {
 
     #[test]
     fn help_names_the_detach_key_and_exit_codes() {
-        let help = Cli::try_parse_from(["colinux-console", "--help"]).unwrap_err().to_string();
-        assert!(help.contains("Ctrl-] detaches") && help.contains("3  another colinux-console"), "{help}");
+        let help = Cli::try_parse_from(["colinux-console", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            help.contains("Ctrl-] detaches") && help.contains("3  another colinux-console"),
+            "{help}"
+        );
     }
 
     #[test]
     fn no_guest_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let cli = Cli { name: "nobody".into(), socket: Some(dir.path().join("none.sock")) };
+        let cli = Cli {
+            name: "nobody".into(),
+            socket: Some(dir.path().join("none.sock")),
+        };
         let (code, message) = attach(&cli).unwrap_err();
         assert_eq!(code, exit::NO_GUEST);
         assert!(message.contains("no guest \"nobody\""), "{message}");

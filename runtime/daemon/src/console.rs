@@ -11,7 +11,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use interprocess::local_socket::{prelude::*, GenericFilePath, GenericNamespaced, ListenerOptions, Name, Stream};
+use interprocess::local_socket::{
+    prelude::*, GenericFilePath, GenericNamespaced, ListenerOptions, Name, Stream,
+};
 
 pub const GREETING_OK: &str = "COLINUX-CONSOLE 1 OK";
 pub const GREETING_BUSY: &str = "COLINUX-CONSOLE 1 BUSY";
@@ -41,7 +43,10 @@ enum Holder {
     Nobody,
     /// The daemon's own terminal (attached mode); nobody else may attach.
     Terminal,
-    Client { id: u64, out: Box<dyn Write + Send> },
+    Client {
+        id: u64,
+        out: Box<dyn Write + Send>,
+    },
 }
 
 struct State {
@@ -65,12 +70,21 @@ impl Hub {
     /// `engine_in` is the engine's console input. With `terminal`, the
     /// daemon's stdout is the console; `quiet_kernel` drops kernel log
     /// lines from it (`-k`), while the scrollback keeps them.
-    pub fn new(engine_in: Box<dyn Write + Send>, terminal: bool, quiet_kernel: bool, capacity: usize) -> Hub {
+    pub fn new(
+        engine_in: Box<dyn Write + Send>,
+        terminal: bool,
+        quiet_kernel: bool,
+        capacity: usize,
+    ) -> Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 scrollback: VecDeque::with_capacity(capacity.min(64 * 1024)),
                 capacity,
-                holder: if terminal { Holder::Terminal } else { Holder::Nobody },
+                holder: if terminal {
+                    Holder::Terminal
+                } else {
+                    Holder::Nobody
+                },
                 next_id: 0,
                 filter: KernelFilter::default(),
                 quiet_kernel,
@@ -96,7 +110,11 @@ impl Hub {
         match &mut state.holder {
             Holder::Nobody => {}
             Holder::Terminal => {
-                let shown = if state.quiet_kernel { state.filter.feed(bytes) } else { bytes.to_vec() };
+                let shown = if state.quiet_kernel {
+                    state.filter.feed(bytes)
+                } else {
+                    bytes.to_vec()
+                };
                 let mut out = io::stdout().lock();
                 let _ = out.write_all(&shown).and_then(|_| out.flush());
             }
@@ -127,8 +145,12 @@ impl Hub {
             let mut state = self.lock();
             let busy = match state.holder {
                 Holder::Nobody => None,
-                Holder::Terminal => Some("the console is on colinux-daemon's own terminal (it was started without -d)"),
-                Holder::Client { .. } => Some("another colinux-console is attached; detach it first (Ctrl-] in that console)"),
+                Holder::Terminal => Some(
+                    "the console is on colinux-daemon's own terminal (it was started without -d)",
+                ),
+                Holder::Client { .. } => Some(
+                    "another colinux-console is attached; detach it first (Ctrl-] in that console)",
+                ),
             };
             if let Some(reason) = busy {
                 let _ = writeln!(output, "{GREETING_BUSY} {reason}");
@@ -144,7 +166,10 @@ impl Hub {
             }
             state.next_id += 1;
             let id = state.next_id;
-            state.holder = Holder::Client { id, out: Box::new(output) };
+            state.holder = Holder::Client {
+                id,
+                out: Box::new(output),
+            };
             id
         };
         let hub = self.clone();
@@ -229,10 +254,18 @@ impl KernelFilter {
                 FilterState::LineStart if b == b'[' => FilterState::Holding(vec![b]),
                 FilterState::LineStart | FilterState::Passing => {
                     out.push(b);
-                    if b == b'\n' { FilterState::LineStart } else { FilterState::Passing }
+                    if b == b'\n' {
+                        FilterState::LineStart
+                    } else {
+                        FilterState::Passing
+                    }
                 }
                 FilterState::Dropping => {
-                    if b == b'\n' { FilterState::LineStart } else { FilterState::Dropping }
+                    if b == b'\n' {
+                        FilterState::LineStart
+                    } else {
+                        FilterState::Dropping
+                    }
                 }
                 FilterState::Holding(mut held) => {
                     held.push(b);
@@ -240,7 +273,11 @@ impl KernelFilter {
                         Some(true) => FilterState::Dropping,
                         Some(false) => {
                             out.extend_from_slice(&held);
-                            if b == b'\n' { FilterState::LineStart } else { FilterState::Passing }
+                            if b == b'\n' {
+                                FilterState::LineStart
+                            } else {
+                                FilterState::Passing
+                            }
                         }
                         None => FilterState::Holding(held),
                     }
@@ -282,7 +319,11 @@ impl PanicScan {
             return false;
         }
         self.tail.extend_from_slice(bytes);
-        if self.tail.windows(PANIC_MARKER.len()).any(|w| w == PANIC_MARKER) {
+        if self
+            .tail
+            .windows(PANIC_MARKER.len())
+            .any(|w| w == PANIC_MARKER)
+        {
             self.seen = true;
             return true;
         }
@@ -299,7 +340,10 @@ mod tests {
 
     fn filtered(chunks: &[&str]) -> String {
         let mut filter = KernelFilter::default();
-        let out: Vec<u8> = chunks.iter().flat_map(|c| filter.feed(c.as_bytes())).collect();
+        let out: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| filter.feed(c.as_bytes()))
+            .collect();
         String::from_utf8(out).unwrap()
     }
 
@@ -310,7 +354,11 @@ mod tests {
         assert_eq!(filtered(&[text]), want);
         // Every split point gives the same result.
         for cut in 0..text.len() {
-            assert_eq!(filtered(&[&text[..cut], &text[cut..]]), want, "cut at {cut}");
+            assert_eq!(
+                filtered(&[&text[..cut], &text[cut..]]),
+                want,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -343,7 +391,10 @@ mod tests {
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !cond() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -368,8 +419,14 @@ mod tests {
         // A second one is told and let go; the first keeps the console.
         let second = Sink::default();
         hub.attach(io::empty(), second.clone());
-        assert!(second.text().starts_with(GREETING_BUSY), "{}", second.text());
-        assert!(second.text().contains("another colinux-console is attached"));
+        assert!(
+            second.text().starts_with(GREETING_BUSY),
+            "{}",
+            second.text()
+        );
+        assert!(second
+            .text()
+            .contains("another colinux-console is attached"));
         hub.from_engine(b"?");
         assert!(first.text().ends_with("!?"));
 
@@ -387,6 +444,10 @@ mod tests {
         let hub = Hub::new(Box::new(io::sink()), true, false, 16);
         let client = Sink::default();
         hub.attach(io::empty(), client.clone());
-        assert!(client.text().contains("colinux-daemon's own terminal"), "{}", client.text());
+        assert!(
+            client.text().contains("colinux-daemon's own terminal"),
+            "{}",
+            client.text()
+        );
     }
 }

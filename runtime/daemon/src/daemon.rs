@@ -56,7 +56,12 @@ pub struct Cli {
     pub quiet_kernel: bool,
 
     /// The daemon's own log level: error, warn, info, debug, trace, or 0-4
-    #[arg(short = 'v', long = "verbose", value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        short = 'v',
+        long = "verbose",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
     pub verbose: String,
 
     /// The guest's name, for colinux-console and services [default: the first @file's name, else colinux]
@@ -129,7 +134,11 @@ fn init_logging(level: &str) -> Result<(), String> {
         "2" | "info" => tracing::Level::INFO,
         "3" | "debug" => tracing::Level::DEBUG,
         "4" | "trace" => tracing::Level::TRACE,
-        other => return Err(format!("-v {other}: use error, warn, info, debug, trace or 0-4")),
+        other => {
+            return Err(format!(
+                "-v {other}: use error, warn, info, debug, trace or 0-4"
+            ))
+        }
     };
     // try_init: a Windows service initialises once per process.
     let _ = tracing_subscriber::fmt()
@@ -191,7 +200,10 @@ fn dispatch(cli: Cli) -> Result<u8, StartError> {
             "no configuration: give config tokens or @file (for example @debian.conf); see --help",
         ));
     }
-    let name = cli.name.clone().unwrap_or_else(|| host::default_name(&cli.config));
+    let name = cli
+        .name
+        .clone()
+        .unwrap_or_else(|| host::default_name(&cli.config));
     host::check_name(&name).map_err(|m| StartError::new(exit::CONFIG, m))?;
     let settings = load(&cli.config)?;
     if let Some(service) = &cli.install_service {
@@ -216,11 +228,15 @@ fn dispatch(cli: Cli) -> Result<u8, StartError> {
 
 /// Parses and checks the configuration: every file it names must exist.
 pub fn load(config: &[String]) -> Result<Settings, StartError> {
-    let cwd = std::env::current_dir().map_err(|e| StartError::new(exit::CONFIG, format!("current directory: {e}")))?;
-    let settings =
-        colinux_config::parse_args(config, &cwd).map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| StartError::new(exit::CONFIG, format!("current directory: {e}")))?;
+    let settings = colinux_config::parse_args(config, &cwd)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
     if settings.kernel.is_none() {
-        return Err(StartError::new(exit::CONFIG, engine::EngineError::NoKernel.to_string()));
+        return Err(StartError::new(
+            exit::CONFIG,
+            engine::EngineError::NoKernel.to_string(),
+        ));
     }
     settings
         .check_files()
@@ -258,13 +274,19 @@ pub fn run(
             .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
         println!("# settings");
         print!("{}", settings.describe(Some(host_ram_mb)));
-        println!("# guest {name:?}, accelerator {} ({})", choice.accel.as_str(), report.best().as_str());
+        println!(
+            "# guest {name:?}, accelerator {} ({})",
+            choice.accel.as_str(),
+            report.best().as_str()
+        );
         println!("# engine command line, one argument per line");
         println!("{}", command.program.display());
         for arg in &command.args {
             println!("{arg}");
         }
-        return found.map(|_| 0).map_err(|e| StartError::new(exit::ENGINE_MISSING, e.to_string()));
+        return found
+            .map(|_| 0)
+            .map_err(|e| StartError::new(exit::ENGINE_MISSING, e.to_string()));
     }
     let program = found.map_err(|e| StartError::new(exit::ENGINE_MISSING, e.to_string()))?;
     let opts = RunOptions {
@@ -285,7 +307,8 @@ pub fn run(
 }
 
 fn driver_action(cli: &Cli) -> Result<u8, StartError> {
-    let failed = |e: colinux_driver::DriverError| StartError::new(exit::ENGINE_FAILED, e.to_string());
+    let failed =
+        |e: colinux_driver::DriverError| StartError::new(exit::ENGINE_FAILED, e.to_string());
     let text = if cli.install_driver {
         colinux_driver::install().map_err(failed)?
     } else if cli.remove_driver {
@@ -303,11 +326,23 @@ mod tests {
 
     #[test]
     fn help_documents_flags_and_exit_codes() {
-        let help = Cli::try_parse_from(["colinux-daemon", "--help"]).unwrap_err().to_string();
+        let help = Cli::try_parse_from(["colinux-daemon", "--help"])
+            .unwrap_err()
+            .to_string();
         for needle in [
-            "--detached", "--pidfile", "--quiet-kernel", "--verbose", "--dry-run", "--status-driver",
-            "--install-driver", "--remove-driver", "--install-service", "--remove-service",
-            "--shutdown-timeout", "Exit codes", "6  the guest did not power off",
+            "--detached",
+            "--pidfile",
+            "--quiet-kernel",
+            "--verbose",
+            "--dry-run",
+            "--status-driver",
+            "--install-driver",
+            "--remove-driver",
+            "--install-service",
+            "--remove-service",
+            "--shutdown-timeout",
+            "Exit codes",
+            "6  the guest did not power off",
         ] {
             assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
         }
@@ -317,7 +352,16 @@ mod tests {
     #[test]
     fn flags_and_config_tokens_mix() {
         let cli = Cli::try_parse_from([
-            "colinux-daemon", "-d", "kernel=k", "-p", "/run/g.pid", "@g.conf", "-k", "root=/dev/cobd0", "-v", "3",
+            "colinux-daemon",
+            "-d",
+            "kernel=k",
+            "-p",
+            "/run/g.pid",
+            "@g.conf",
+            "-k",
+            "root=/dev/cobd0",
+            "-v",
+            "3",
         ])
         .unwrap();
         assert!(cli.detached && cli.quiet_kernel);
@@ -333,7 +377,11 @@ mod tests {
         std::fs::write(&conf, "kernel=missing-kernel\ncobd0=missing.img\n").unwrap();
         let err = load(&[format!("@{}", conf.display())]).unwrap_err();
         assert_eq!(err.code, exit::CONFIG);
-        assert!(err.message.contains("missing-kernel") && err.message.contains("missing.img"), "{}", err.message);
+        assert!(
+            err.message.contains("missing-kernel") && err.message.contains("missing.img"),
+            "{}",
+            err.message
+        );
         let err = load(&["cobd0=x".into()]).unwrap_err();
         assert!(err.message.contains("kernel="), "{}", err.message);
     }

@@ -134,16 +134,32 @@ pub fn engine_command(
         .kernel_cmdline(DAEMON_KERNEL_ARGS)
         .map_err(|e| EngineError::Cmdline(e.to_string()))?;
 
-    a.push(["-name", &format!("guest={},process=colinux-{}", esc(&plan.name), esc(&plan.name))]);
+    a.push([
+        "-name",
+        &format!(
+            "guest={},process=colinux-{}",
+            esc(&plan.name),
+            esc(&plan.name)
+        ),
+    ]);
     // pc, not microvm: see BENCHMARKS.md (runtime) for the measurement.
     a.push(["-machine", "pc"]);
     a.push(["-accel", plan.accel.as_str()]);
     if plan.accel == Accel::Kvm {
         a.push(["-cpu", "host"]);
     }
-    a.push(["-m", &settings.mem_mb_or_default(plan.host_ram_mb).to_string()]);
+    a.push([
+        "-m",
+        &settings.mem_mb_or_default(plan.host_ram_mb).to_string(),
+    ]);
     a.push(["-smp", &settings.smp().to_string()]);
-    a.push(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    a.push([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     a.push(["-kernel", &kernel.value.to_string_lossy()]);
     if let Some(initrd) = &settings.initrd {
         a.push(["-initrd", &initrd.value.to_string_lossy()]);
@@ -151,7 +167,12 @@ pub fn engine_command(
     a.push(["-append", &cmdline]);
 
     // The console is the engine's stdio; the daemon multiplexes it.
-    a.push(["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"]);
+    a.push([
+        "-chardev",
+        "stdio,id=console,signal=off",
+        "-serial",
+        "chardev:console",
+    ]);
     let qmp = match &plan.qmp {
         QmpEndpoint::Unix(path) => format!("socket,id=qmp,path={}", esc_path(path)),
         QmpEndpoint::Tcp(port) => format!("socket,id=qmp,host=127.0.0.1,port={port}"),
@@ -165,7 +186,10 @@ pub fn engine_command(
     for (index, share) in &settings.cofs {
         a.push([
             "-fsdev",
-            &format!("local,id=cofs{index},path={},security_model=none", esc_path(&share.dir)),
+            &format!(
+                "local,id=cofs{index},path={},security_model=none",
+                esc_path(&share.dir)
+            ),
             "-device",
             &format!("virtio-9p-pci,fsdev=cofs{index},mount_tag=cofs{index}"),
         ]);
@@ -202,7 +226,12 @@ fn disks(settings: &Settings, a: &mut Args) {
             ),
             None => format!("if=none,id=cobd{index},driver=null-co,size=0,read-only=on"),
         };
-        a.push(["-drive", &drive, "-device", &format!("virtio-blk-pci,drive=cobd{index}")]);
+        a.push([
+            "-drive",
+            &drive,
+            "-device",
+            &format!("virtio-blk-pci,drive=cobd{index}"),
+        ]);
     }
 }
 
@@ -215,7 +244,10 @@ fn networks(settings: &Settings, a: &mut Args) -> Result<(), EngineError> {
                     for offset in 0..r.count {
                         let host = u32::from(r.host_port) + u32::from(offset);
                         let guest = u32::from(r.guest_port) + u32::from(offset);
-                        netdev.push_str(&format!(",hostfwd={}::{host}-:{guest}", r.protocol.as_str()));
+                        netdev.push_str(&format!(
+                            ",hostfwd={}::{host}-:{guest}",
+                            r.protocol.as_str()
+                        ));
                     }
                 }
                 netdev
@@ -298,7 +330,10 @@ mod tests {
         assert_eq!(values(&args, "-m"), ["256"]);
         assert_eq!(values(&args, "-smp"), ["2"]);
         assert_eq!(values(&args, "-accel"), ["tcg"]);
-        assert_eq!(values(&args, "-append"), ["console=ttyS0 root=/dev/cobd0 ro"]);
+        assert_eq!(
+            values(&args, "-append"),
+            ["console=ttyS0 root=/dev/cobd0 ro"]
+        );
         assert_eq!(
             values(&args, "-drive"),
             [
@@ -315,11 +350,24 @@ mod tests {
             ["local,id=cofs0,path=/srv/share,security_model=none"]
         );
         let devices = values(&args, "-device");
-        assert!(devices.contains(&"virtio-9p-pci,fsdev=cofs0,mount_tag=cofs0"), "{devices:?}");
-        assert!(devices.contains(&"virtio-net-pci,netdev=eth0"), "{devices:?}");
+        assert!(
+            devices.contains(&"virtio-9p-pci,fsdev=cofs0,mount_tag=cofs0"),
+            "{devices:?}"
+        );
+        assert!(
+            devices.contains(&"virtio-net-pci,netdev=eth0"),
+            "{devices:?}"
+        );
         // Disks in index order, before the network card.
-        let blk: Vec<&str> = devices.iter().copied().filter(|d| d.starts_with("virtio-blk")).collect();
-        assert_eq!(blk, ["virtio-blk-pci,drive=cobd0", "virtio-blk-pci,drive=cobd1"]);
+        let blk: Vec<&str> = devices
+            .iter()
+            .copied()
+            .filter(|d| d.starts_with("virtio-blk"))
+            .collect();
+        assert_eq!(
+            blk,
+            ["virtio-blk-pci,drive=cobd0", "virtio-blk-pci,drive=cobd1"]
+        );
         assert_eq!(
             values(&args, "-chardev")[1],
             "socket,id=qmp,path=/run/q.sock",
@@ -333,8 +381,14 @@ mod tests {
         let args = build("kernel=k cobd2=data.img cobd0=root.img").unwrap();
         let drives = values(&args, "-drive");
         assert_eq!(drives.len(), 3);
-        assert!(drives[1].contains("id=cobd1,driver=null-co,size=0"), "{drives:?}");
-        assert!(drives[2].contains("id=cobd2,file=/c/data.img"), "{drives:?}");
+        assert!(
+            drives[1].contains("id=cobd1,driver=null-co,size=0"),
+            "{drives:?}"
+        );
+        assert!(
+            drives[2].contains("id=cobd2,file=/c/data.img"),
+            "{drives:?}"
+        );
     }
 
     #[test]
@@ -354,39 +408,67 @@ mod tests {
         .unwrap();
         let netdev = values(&args, "-netdev")[0];
         assert!(netdev.starts_with("tap,id=eth1,ifname=tap7"), "{netdev}");
-        assert!(values(&args, "-device").contains(&"virtio-net-pci,netdev=eth1,mac=02:00:00:00:00:01"));
+        assert!(
+            values(&args, "-device").contains(&"virtio-net-pci,netdev=eth1,mac=02:00:00:00:00:01")
+        );
         let chardevs = values(&args, "-chardev");
-        assert!(chardevs.contains(&"serial,id=ttys0,path=/dev/ttyUSB0"), "{chardevs:?}");
+        assert!(
+            chardevs.contains(&"serial,id=ttys0,path=/dev/ttyUSB0"),
+            "{chardevs:?}"
+        );
         let devices = values(&args, "-device");
-        assert!(devices.contains(&"isa-serial,chardev=ttys2,index=3"), "{devices:?}");
+        assert!(
+            devices.contains(&"isa-serial,chardev=ttys2,index=3"),
+            "{devices:?}"
+        );
     }
 
     #[test]
     fn errors_name_the_setting_and_what_to_do() {
-        let bridge = build("kernel=k eth0=pcap-bridge,\"eth0\"").unwrap_err().to_string();
-        assert!(bridge.contains("test.conf") && bridge.contains("eth0=pcap-bridge is not supported"), "{bridge}");
+        let bridge = build("kernel=k eth0=pcap-bridge,\"eth0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bridge.contains("test.conf") && bridge.contains("eth0=pcap-bridge is not supported"),
+            "{bridge}"
+        );
         assert!(bridge.contains("tuntap"), "{bridge}");
         let serial = build("kernel=k ttys3=/dev/ttyS0").unwrap_err().to_string();
-        assert!(serial.contains("ttys3") && serial.contains("ttys0..ttys2"), "{serial}");
+        assert!(
+            serial.contains("ttys3") && serial.contains("ttys0..ttys2"),
+            "{serial}"
+        );
         assert_eq!(build("cobd0=root.img").unwrap_err(), EngineError::NoKernel);
     }
 
     #[test]
     fn kvm_gets_the_host_cpu_and_defaults_fill_in() {
         let settings = colinux_config::parse_str("kernel=k", Path::new("/c/t.conf")).unwrap();
-        let plan = Plan { accel: Accel::Kvm, host_ram_mb: 16384, ..plan() };
+        let plan = Plan {
+            accel: Accel::Kvm,
+            host_ram_mb: 16384,
+            ..plan()
+        };
         let args = engine_command(&settings, &plan, "q".into()).unwrap().args;
         assert_eq!(values(&args, "-cpu"), ["host"]);
-        assert_eq!(values(&args, "-m"), ["2048"], "a quarter of host RAM, capped for i386");
+        assert_eq!(
+            values(&args, "-m"),
+            ["2048"],
+            "a quarter of host RAM, capped for i386"
+        );
         assert_eq!(values(&args, "-smp"), ["1"]);
     }
 
     #[test]
     fn a_missing_engine_names_the_package() {
         let settings =
-            colinux_config::parse_str("kernel=k qemu=no-such-qemu-binary", Path::new("/c/t.conf")).unwrap();
+            colinux_config::parse_str("kernel=k qemu=no-such-qemu-binary", Path::new("/c/t.conf"))
+                .unwrap();
         let err = find_engine(&settings).unwrap_err().to_string();
-        assert!(err.contains("no-such-qemu-binary not found on PATH"), "{err}");
+        assert!(
+            err.contains("no-such-qemu-binary not found on PATH"),
+            "{err}"
+        );
         assert!(err.contains(QEMU_HINT), "{err}");
     }
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && !name.starts_with('.');
     if ok {
         Ok(())
@@ -159,7 +161,10 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(default_name(&args(&["kernel=k", "@/etc/colinux/web.conf"])), "web");
+        assert_eq!(
+            default_name(&args(&["kernel=k", "@/etc/colinux/web.conf"])),
+            "web"
+        );
         assert_eq!(default_name(&args(&["kernel=k"])), "colinux");
         assert_eq!(default_name(&args(&["@bad name.conf"])), "colinux");
     }
@@ -169,7 +174,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let held = InstanceLock::acquire(dir.path(), "g").unwrap();
         let err = InstanceLock::acquire(dir.path(), "g").err().unwrap();
-        assert!(err.contains("already running") && err.contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.contains("already running") && err.contains(&std::process::id().to_string()),
+            "{err}"
+        );
         drop(held);
         InstanceLock::acquire(dir.path(), "g").unwrap();
     }

@@ -23,7 +23,10 @@ impl QmpEvent {
     fn from_message(message: &Value) -> Option<QmpEvent> {
         match message.get("event")?.as_str()? {
             "SHUTDOWN" => Some(QmpEvent::Shutdown {
-                reason: message["data"]["reason"].as_str().unwrap_or("unknown").to_string(),
+                reason: message["data"]["reason"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_string(),
             }),
             "GUEST_PANICKED" => Some(QmpEvent::Panicked),
             _ => None,
@@ -78,16 +81,22 @@ impl Qmp {
     }
 
     fn reply(&self, timeout: Duration) -> io::Result<Value> {
-        let replies = self.replies.lock().map_err(|_| io::Error::other("QMP lock"))?;
-        replies.recv_timeout(timeout).map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "QEMU did not answer on QMP")
-        })
+        let replies = self
+            .replies
+            .lock()
+            .map_err(|_| io::Error::other("QMP lock"))?;
+        replies
+            .recv_timeout(timeout)
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "QEMU did not answer on QMP"))
     }
 
     /// Runs `command` and returns its `return` value.
     pub fn execute(&self, command: &str, timeout: Duration) -> io::Result<Value> {
         {
-            let mut writer = self.writer.lock().map_err(|_| io::Error::other("QMP lock"))?;
+            let mut writer = self
+                .writer
+                .lock()
+                .map_err(|_| io::Error::other("QMP lock"))?;
             writeln!(writer, "{}", json!({ "execute": command }))?;
             writer.flush()?;
         }
@@ -123,11 +132,16 @@ mod tests {
     #[test]
     fn handshake_commands_and_events() {
         let script = concat!(
-            r#"{"QMP": {"version": {}, "capabilities": []}}"#, "\n",
-            r#"{"return": {}}"#, "\n",
-            r#"{"timestamp": {}, "event": "POWERDOWN"}"#, "\n",
-            r#"{"return": {}}"#, "\n",
-            r#"{"timestamp": {}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#, "\n",
+            r#"{"QMP": {"version": {}, "capabilities": []}}"#,
+            "\n",
+            r#"{"return": {}}"#,
+            "\n",
+            r#"{"timestamp": {}, "event": "POWERDOWN"}"#,
+            "\n",
+            r#"{"return": {}}"#,
+            "\n",
+            r#"{"timestamp": {}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#,
+            "\n",
         );
         let sink = Sink::default();
         let (tx, rx) = mpsc::channel();
@@ -139,10 +153,13 @@ mod tests {
             Duration::from_secs(5),
         )
         .unwrap();
-        qmp.execute("system_powerdown", Duration::from_secs(5)).unwrap();
+        qmp.execute("system_powerdown", Duration::from_secs(5))
+            .unwrap();
         assert_eq!(
             rx.recv().unwrap(),
-            QmpEvent::Shutdown { reason: "guest-shutdown".into() }
+            QmpEvent::Shutdown {
+                reason: "guest-shutdown".into()
+            }
         );
         assert_eq!(rx.recv().unwrap(), QmpEvent::Closed);
         let sent = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
@@ -155,8 +172,10 @@ mod tests {
     #[test]
     fn errors_and_silence_are_reported() {
         let script = concat!(
-            r#"{"QMP": {}}"#, "\n",
-            r#"{"error": {"class": "GenericError", "desc": "no capabilities"}}"#, "\n",
+            r#"{"QMP": {}}"#,
+            "\n",
+            r#"{"error": {"class": "GenericError", "desc": "no capabilities"}}"#,
+            "\n",
         );
         let (tx, _rx) = mpsc::channel();
         let err = Qmp::handshake(

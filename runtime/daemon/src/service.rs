@@ -13,7 +13,8 @@ fn failed(message: String) -> StartError {
 
 /// The daemon's own path, for the service to run.
 fn daemon_exe() -> Result<PathBuf, StartError> {
-    std::env::current_exe().map_err(|e| failed(format!("cannot find colinux-daemon's own path: {e}")))
+    std::env::current_exe()
+        .map_err(|e| failed(format!("cannot find colinux-daemon's own path: {e}")))
 }
 
 /// The arguments the service runs the daemon with: detached, named, from
@@ -61,7 +62,8 @@ mod systemd {
         if is_root() {
             return Ok(PathBuf::from("/etc/systemd/system"));
         }
-        let home = std::env::var_os("HOME").ok_or_else(|| failed("HOME is not set: cannot place a user unit".into()))?;
+        let home = std::env::var_os("HOME")
+            .ok_or_else(|| failed("HOME is not set: cannot place a user unit".into()))?;
         Ok(PathBuf::from(home).join(".config/systemd/user"))
     }
 
@@ -77,7 +79,11 @@ mod systemd {
     /// specifier and variable characters.
     fn quote(word: &str) -> String {
         let escaped = word.replace('%', "%%").replace('$', "$$");
-        if !escaped.is_empty() && !escaped.chars().any(|c| c.is_whitespace() || "\"'\\;".contains(c)) {
+        if !escaped.is_empty()
+            && !escaped
+                .chars()
+                .any(|c| c.is_whitespace() || "\"'\\;".contains(c))
+        {
             return escaped;
         }
         format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
@@ -141,14 +147,18 @@ mod systemd {
         if path.exists() {
             return Err(StartError::new(
                 exit::CONFIG,
-                format!("{}: already exists; remove it first with --remove-service {name}", path.display()),
+                format!(
+                    "{}: already exists; remove it first with --remove-service {name}",
+                    path.display()
+                ),
             ));
         }
         let cwd = std::env::current_dir().map_err(|e| failed(format!("current directory: {e}")))?;
         let text = unit_text(name, &daemon_exe()?, &cwd, config);
         let wants = dir.join(format!("{}.wants", target()));
         std::fs::create_dir_all(&wants).map_err(|e| failed(format!("{}: {e}", wants.display())))?;
-        crate::host::write_atomically(&path, &text).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        crate::host::write_atomically(&path, &text)
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         // Enabling is this symlink, as `systemctl enable` would make it.
         let link = wants.join(&unit);
         let _ = std::fs::remove_file(&link);
@@ -157,9 +167,13 @@ mod systemd {
         let mut report = format!("installed and enabled {} (starts at boot)", path.display());
         if systemd_running() && std::env::var_os("COLINUX_SYSTEMD_UNIT_DIR").is_none() {
             systemctl(&["daemon-reload"])?;
-            report.push_str(&format!("\nstart it now with: systemctl{} start {unit}", if is_root() { "" } else { " --user" }));
+            report.push_str(&format!(
+                "\nstart it now with: systemctl{} start {unit}",
+                if is_root() { "" } else { " --user" }
+            ));
         } else {
-            report.push_str("\nsystemd is not running here: it picks the unit up at its next start");
+            report
+                .push_str("\nsystemd is not running here: it picks the unit up at its next start");
         }
         Ok(report)
     }
@@ -169,7 +183,10 @@ mod systemd {
         let unit = unit_name(name);
         let path = dir.join(&unit);
         if !path.exists() {
-            return Err(StartError::new(exit::CONFIG, format!("no service {name:?}: {} does not exist", path.display())));
+            return Err(StartError::new(
+                exit::CONFIG,
+                format!("no service {name:?}: {} does not exist", path.display()),
+            ));
         }
         let live = systemd_running() && std::env::var_os("COLINUX_SYSTEMD_UNIT_DIR").is_none();
         if live {
@@ -194,12 +211,18 @@ mod systemd {
                 "web",
                 Path::new("/usr/bin/colinux-daemon"),
                 Path::new("/srv/my guests"),
-                &["@web.conf".into(), "root=/dev/cobd0".into(), "init=/bin/50%$x".into()],
+                &[
+                    "@web.conf".into(),
+                    "root=/dev/cobd0".into(),
+                    "init=/bin/50%$x".into(),
+                ],
             );
             assert!(text.contains(
                 "ExecStart=/usr/bin/colinux-daemon --cwd \"/srv/my guests\" -d --name web @web.conf root=/dev/cobd0 init=/bin/50%%$$x\n"
             ), "{text}");
-            assert!(text.contains("KillMode=mixed\n") && text.contains("RestartForceExitStatus=5\n"));
+            assert!(
+                text.contains("KillMode=mixed\n") && text.contains("RestartForceExitStatus=5\n")
+            );
         }
 
         #[test]
@@ -210,14 +233,28 @@ mod systemd {
             let report = install("svc-test", &["@g.conf".into()]).unwrap();
             assert!(report.contains("installed and enabled"), "{report}");
             let unit = dir.path().join("colinux-svc-test.service");
-            let wants = dir.path().join(format!("{}.wants/colinux-svc-test.service", target()));
-            assert!(std::fs::read_to_string(&unit).unwrap().contains("--name svc-test @g.conf"));
-            assert_eq!(std::fs::read_to_string(&wants).unwrap(), std::fs::read_to_string(&unit).unwrap());
+            let wants = dir
+                .path()
+                .join(format!("{}.wants/colinux-svc-test.service", target()));
+            assert!(std::fs::read_to_string(&unit)
+                .unwrap()
+                .contains("--name svc-test @g.conf"));
+            assert_eq!(
+                std::fs::read_to_string(&wants).unwrap(),
+                std::fs::read_to_string(&unit).unwrap()
+            );
             let again = install("svc-test", &[]).unwrap_err();
-            assert!(again.message.contains("already exists"), "{}", again.message);
+            assert!(
+                again.message.contains("already exists"),
+                "{}",
+                again.message
+            );
             remove("svc-test").unwrap();
             assert!(!unit.exists() && std::fs::symlink_metadata(&wants).is_err());
-            assert!(remove("svc-test").unwrap_err().message.contains("no service"));
+            assert!(remove("svc-test")
+                .unwrap_err()
+                .message
+                .contains("no service"));
             std::env::remove_var("COLINUX_SYSTEMD_UNIT_DIR");
         }
     }
@@ -232,8 +269,8 @@ mod windows {
     use std::time::Duration;
 
     use windows_service::service::{
-        ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode, ServiceInfo,
-        ServiceStartType, ServiceState, ServiceStatus, ServiceType,
+        ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode,
+        ServiceInfo, ServiceStartType, ServiceState, ServiceStatus, ServiceType,
     };
     use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
@@ -247,14 +284,21 @@ mod windows {
     }
 
     fn manager(access: ServiceManagerAccess) -> Result<ServiceManager, StartError> {
-        ServiceManager::local_computer(None::<&str>, access)
-            .map_err(|e| failed(format!("cannot open the service manager (run as Administrator): {e}")))
+        ServiceManager::local_computer(None::<&str>, access).map_err(|e| {
+            failed(format!(
+                "cannot open the service manager (run as Administrator): {e}"
+            ))
+        })
     }
 
     pub fn install(name: &str, config: &[String]) -> Result<String, StartError> {
         let cwd = std::env::current_dir().map_err(|e| failed(format!("current directory: {e}")))?;
         let mut args: Vec<OsString> = vec!["--run-service".into(), name.into()];
-        args.extend(service_args(name, &cwd, config).into_iter().map(OsString::from));
+        args.extend(
+            service_args(name, &cwd, config)
+                .into_iter()
+                .map(OsString::from),
+        );
         let info = ServiceInfo {
             name: service_name(name).into(),
             display_name: format!("coLinux guest {name}").into(),
@@ -267,7 +311,8 @@ mod windows {
             account_name: None,
             account_password: None,
         };
-        let manager = manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
+        let manager =
+            manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
         manager
             .create_service(&info, ServiceAccess::CHANGE_CONFIG)
             .map_err(|e| failed(format!("cannot create service {}: {e}", service_name(name))))?;
@@ -283,12 +328,25 @@ mod windows {
         let access = ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE;
         let service = manager
             .open_service(service_name(name), access)
-            .map_err(|e| StartError::new(exit::CONFIG, format!("no service {}: {e}", service_name(name))))?;
-        if service.query_status().map(|s| s.current_state != ServiceState::Stopped).unwrap_or(false) {
+            .map_err(|e| {
+                StartError::new(
+                    exit::CONFIG,
+                    format!("no service {}: {e}", service_name(name)),
+                )
+            })?;
+        if service
+            .query_status()
+            .map(|s| s.current_state != ServiceState::Stopped)
+            .unwrap_or(false)
+        {
             let _ = service.stop();
             // The guest powers off first: allow the daemon's whole timeout.
             for _ in 0..240 {
-                if service.query_status().map(|s| s.current_state == ServiceState::Stopped).unwrap_or(true) {
+                if service
+                    .query_status()
+                    .map(|s| s.current_state == ServiceState::Stopped)
+                    .unwrap_or(true)
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -297,7 +355,10 @@ mod windows {
         service
             .delete()
             .map_err(|e| failed(format!("cannot delete service {}: {e}", service_name(name))))?;
-        Ok(format!("stopped and removed service {}", service_name(name)))
+        Ok(format!(
+            "stopped and removed service {}",
+            service_name(name)
+        ))
     }
 
     /// The command line the dispatcher thread runs with.
@@ -307,8 +368,11 @@ mod windows {
 
     pub fn run_windows_service(name: String, cli: Cli) -> Result<u8, StartError> {
         let _ = CLI.set(Mutex::new(Some((name.clone(), cli))));
-        service_dispatcher::start(service_name(&name), ffi_service_main)
-            .map_err(|e| failed(format!("cannot start as a service (run it from the service manager): {e}")))?;
+        service_dispatcher::start(service_name(&name), ffi_service_main).map_err(|e| {
+            failed(format!(
+                "cannot start as a service (run it from the service manager): {e}"
+            ))
+        })?;
         Ok(0)
     }
 
@@ -358,7 +422,11 @@ mod windows {
         } else {
             ServiceExitCode::ServiceSpecific(u32::from(code))
         };
-        report(ServiceState::Stopped, exit_code, ServiceControlAccept::empty());
+        report(
+            ServiceState::Stopped,
+            exit_code,
+            ServiceControlAccept::empty(),
+        );
     }
 }
 
@@ -369,6 +437,9 @@ mod tests {
     #[test]
     fn the_service_runs_detached_under_its_name_from_the_install_directory() {
         let args = service_args("web", Path::new("/srv/guests"), &["@web.conf".into()]);
-        assert_eq!(args, ["--cwd", "/srv/guests", "-d", "--name", "web", "@web.conf"]);
+        assert_eq!(
+            args,
+            ["--cwd", "/srv/guests", "-d", "--name", "web", "@web.conf"]
+        );
     }
 }

@@ -136,10 +136,14 @@ pub fn run(
     let dir = host::runtime_dir(&opts.name);
     host::create_runtime_dir(&dir)
         .map_err(|e| StartError::new(exit::CONFIG, format!("{}: {e}", dir.display())))?;
-    let _lock = InstanceLock::acquire(&dir, &opts.name).map_err(|m| StartError::new(exit::CONFIG, m))?;
+    let _lock =
+        InstanceLock::acquire(&dir, &opts.name).map_err(|m| StartError::new(exit::CONFIG, m))?;
 
     let qmp_listener = QmpListener::bind(&dir).map_err(|e| {
-        StartError::new(exit::ENGINE_FAILED, format!("cannot create the QMP socket in {}: {e}", dir.display()))
+        StartError::new(
+            exit::ENGINE_FAILED,
+            format!("cannot create the QMP socket in {}: {e}", dir.display()),
+        )
     })?;
     let plan = Plan {
         qmp: qmp_listener.endpoint(&dir),
@@ -155,14 +159,21 @@ pub fn run(
         opts.quiet_kernel,
         console::DEFAULT_SCROLLBACK_BYTES,
     );
-    pump_console(engine.child.stdout.take().expect("piped"), hub.clone(), tx.clone());
+    pump_console(
+        engine.child.stdout.take().expect("piped"),
+        hub.clone(),
+        tx.clone(),
+    );
     let console_path = console::socket_path(&dir);
     let _ = std::fs::remove_file(&console_path); // stale: we hold the lock
     console::socket_name(&dir, &opts.name)
         .and_then(|name| hub.serve(name))
         .map_err(|e| {
             engine.kill();
-            StartError::new(exit::ENGINE_FAILED, format!("cannot create the console socket: {e}"))
+            StartError::new(
+                exit::ENGINE_FAILED,
+                format!("cannot create the console socket: {e}"),
+            )
         })?;
 
     let qmp = match qmp_listener.accept(&mut engine, tx.clone()) {
@@ -172,10 +183,15 @@ pub fn run(
             return Err(StartError::new(exit::ENGINE_FAILED, why));
         }
     };
-    let _pidfile = opts.pidfile.as_ref().map(|p| PidFile::write(p.clone())).transpose().map_err(|e| {
-        engine.kill();
-        StartError::new(exit::CONFIG, e)
-    })?;
+    let _pidfile = opts
+        .pidfile
+        .as_ref()
+        .map(|p| PidFile::write(p.clone()))
+        .transpose()
+        .map_err(|e| {
+            engine.kill();
+            StartError::new(exit::CONFIG, e)
+        })?;
     let _terminal = (!opts.detached).then(|| attach_terminal(hub.clone()));
     let helpers = Helpers::start(settings);
     if opts.detached {
@@ -201,7 +217,12 @@ pub fn run(
     Ok(outcome)
 }
 
-fn supervise(engine: &mut Engine, qmp: &Qmp, rx: &Receiver<Msg>, shutdown_timeout: Duration) -> Outcome {
+fn supervise(
+    engine: &mut Engine,
+    qmp: &Qmp,
+    rx: &Receiver<Msg>,
+    shutdown_timeout: Duration,
+) -> Outcome {
     let mut stop_asked: Option<Instant> = None;
     let mut panicked: Option<(Instant, String)> = None;
     let mut reason: Option<String> = None;
@@ -240,7 +261,10 @@ fn supervise(engine: &mut Engine, qmp: &Qmp, rx: &Receiver<Msg>, shutdown_timeou
         }
         if let Some(asked) = stop_asked {
             if !gave_up && asked.elapsed() > shutdown_timeout {
-                tracing::warn!("the guest did not power off within {} s; stopping the engine", shutdown_timeout.as_secs());
+                tracing::warn!(
+                    "the guest did not power off within {} s; stopping the engine",
+                    shutdown_timeout.as_secs()
+                );
                 gave_up = true;
                 engine.quit(qmp);
             }
@@ -260,11 +284,23 @@ fn supervise(engine: &mut Engine, qmp: &Qmp, rx: &Receiver<Msg>, shutdown_timeou
             _ => {}
         }
     }
-    outcome(status, reason.as_deref(), panicked.map(|p| p.1), gave_up, &engine.stderr_tail())
+    outcome(
+        status,
+        reason.as_deref(),
+        panicked.map(|p| p.1),
+        gave_up,
+        &engine.stderr_tail(),
+    )
 }
 
 /// Classifies the end of the engine.
-fn outcome(status: ExitStatus, reason: Option<&str>, panic: Option<String>, gave_up: bool, stderr: &str) -> Outcome {
+fn outcome(
+    status: ExitStatus,
+    reason: Option<&str>,
+    panic: Option<String>,
+    gave_up: bool,
+    stderr: &str,
+) -> Outcome {
     if let Some(why) = panic {
         return Outcome::Crashed(why);
     }
@@ -275,7 +311,9 @@ fn outcome(status: ExitStatus, reason: Option<&str>, panic: Option<String>, gave
         Some("guest-shutdown") if status.success() => Outcome::PoweredOff,
         Some("guest-reset") => Outcome::Rebooted,
         Some("guest-panic") => Outcome::Crashed("the guest reported a panic".into()),
-        Some(other) if status.success() => Outcome::EngineFailed(format!("the engine was stopped from outside ({other})")),
+        Some(other) if status.success() => {
+            Outcome::EngineFailed(format!("the engine was stopped from outside ({other})"))
+        }
         _ => Outcome::EngineFailed(format!("qemu exited with {status}{}", tail_suffix(stderr))),
     }
 }
@@ -308,7 +346,10 @@ impl Engine {
             } else {
                 exit::ENGINE_FAILED
             };
-            StartError::new(code, format!("cannot start {}: {e}", command.program.display()))
+            StartError::new(
+                code,
+                format!("cannot start {}: {e}", command.program.display()),
+            )
         })?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let lines = stderr.clone();
@@ -449,18 +490,19 @@ impl QmpListener {
     fn accept(&self, engine: &mut Engine, tx: Sender<Msg>) -> Result<Qmp, String> {
         let deadline = Instant::now() + QMP_CONNECT;
         loop {
-            let accepted: std::io::Result<(Box<dyn Read + Send>, Box<dyn std::io::Write + Send>)> = match self {
-                #[cfg(unix)]
-                QmpListener::Unix(l) => l.accept().and_then(|(s, _)| {
-                    s.set_nonblocking(false)?;
-                    Ok((Box::new(s.try_clone()?) as _, Box::new(s) as _))
-                }),
-                #[cfg(not(unix))]
-                QmpListener::Tcp(l) => l.accept().and_then(|(s, _)| {
-                    s.set_nonblocking(false)?;
-                    Ok((Box::new(s.try_clone()?) as _, Box::new(s) as _))
-                }),
-            };
+            let accepted: std::io::Result<(Box<dyn Read + Send>, Box<dyn std::io::Write + Send>)> =
+                match self {
+                    #[cfg(unix)]
+                    QmpListener::Unix(l) => l.accept().and_then(|(s, _)| {
+                        s.set_nonblocking(false)?;
+                        Ok((Box::new(s.try_clone()?) as _, Box::new(s) as _))
+                    }),
+                    #[cfg(not(unix))]
+                    QmpListener::Tcp(l) => l.accept().and_then(|(s, _)| {
+                        s.set_nonblocking(false)?;
+                        Ok((Box::new(s.try_clone()?) as _, Box::new(s) as _))
+                    }),
+                };
             match accepted {
                 Ok((reader, writer)) => {
                     return Qmp::handshake(reader, writer, tx, Msg::Qmp, QMP_REPLY)
@@ -472,10 +514,16 @@ impl QmpListener {
             if let Ok(Some(status)) = engine.child.try_wait() {
                 // Give the stderr reader a moment to collect QEMU's complaint.
                 std::thread::sleep(Duration::from_millis(200));
-                return Err(format!("qemu exited at once with {status}{}", tail_suffix(&engine.stderr_tail())));
+                return Err(format!(
+                    "qemu exited at once with {status}{}",
+                    tail_suffix(&engine.stderr_tail())
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!("the engine did not connect to QMP within {} s", QMP_CONNECT.as_secs()));
+                return Err(format!(
+                    "the engine did not connect to QMP within {} s",
+                    QMP_CONNECT.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -511,10 +559,16 @@ impl Helpers {
             own_process_group(&mut cmd, true);
             match cmd.spawn() {
                 Ok(child) => {
-                    tracing::info!("exec{index}: started {} (pid {})", exec.program.display(), child.id());
+                    tracing::info!(
+                        "exec{index}: started {} (pid {})",
+                        exec.program.display(),
+                        child.id()
+                    );
                     running.push((index, child));
                 }
-                Err(e) => tracing::warn!("exec{index}: cannot start {}: {e}", exec.program.display()),
+                Err(e) => {
+                    tracing::warn!("exec{index}: cannot start {}: {e}", exec.program.display())
+                }
             }
         }
         Helpers(running)
@@ -571,20 +625,53 @@ mod tests {
     fn outcomes_and_exit_codes() {
         let ok = status(0);
         let cases = [
-            (outcome(ok, Some("guest-shutdown"), None, false, ""), exit::POWERED_OFF),
-            (outcome(ok, Some("guest-reset"), None, false, ""), exit::REBOOTED),
-            (outcome(ok, Some("guest-panic"), None, false, ""), exit::GUEST_CRASHED),
-            (outcome(ok, Some("host-qmp-quit"), Some("kernel panic".into()), false, ""), exit::GUEST_CRASHED),
-            (outcome(ok, Some("host-qmp-quit"), None, true, ""), exit::SHUTDOWN_TIMEOUT),
-            (outcome(ok, Some("host-signal"), None, false, ""), exit::ENGINE_FAILED),
-            (outcome(status(1), None, None, false, "qemu: bad option"), exit::ENGINE_FAILED),
+            (
+                outcome(ok, Some("guest-shutdown"), None, false, ""),
+                exit::POWERED_OFF,
+            ),
+            (
+                outcome(ok, Some("guest-reset"), None, false, ""),
+                exit::REBOOTED,
+            ),
+            (
+                outcome(ok, Some("guest-panic"), None, false, ""),
+                exit::GUEST_CRASHED,
+            ),
+            (
+                outcome(
+                    ok,
+                    Some("host-qmp-quit"),
+                    Some("kernel panic".into()),
+                    false,
+                    "",
+                ),
+                exit::GUEST_CRASHED,
+            ),
+            (
+                outcome(ok, Some("host-qmp-quit"), None, true, ""),
+                exit::SHUTDOWN_TIMEOUT,
+            ),
+            (
+                outcome(ok, Some("host-signal"), None, false, ""),
+                exit::ENGINE_FAILED,
+            ),
+            (
+                outcome(status(1), None, None, false, "qemu: bad option"),
+                exit::ENGINE_FAILED,
+            ),
         ];
         for (outcome, code) in cases {
             assert_eq!(outcome.exit_code(), code, "{outcome:?}");
         }
         let failed = outcome(status(1), None, None, false, "qemu: could not open disk");
-        assert!(failed.describe().contains("could not open disk"), "{}", failed.describe());
+        assert!(
+            failed.describe().contains("could not open disk"),
+            "{}",
+            failed.describe()
+        );
         let outside = outcome(ok, Some("host-signal"), None, false, "");
-        assert!(outside.describe().contains("stopped from outside (host-signal)"));
+        assert!(outside
+            .describe()
+            .contains("stopped from outside (host-signal)"));
     }
 }

@@ -29,7 +29,10 @@ fn root() -> PathBuf {
 fn artifacts() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for args in [&["kernel", "--arch", "i386"][..], &["image", "--distro", "debian"]] {
+        for args in [
+            &["kernel", "--arch", "i386"][..],
+            &["image", "--distro", "debian"],
+        ] {
             let out = Command::new(env!("CARGO"))
                 .current_dir(root())
                 .args(["run", "--quiet", "--package", "xtask", "--"])
@@ -90,7 +93,14 @@ impl GuestDir {
         let (kernel, image) = artifacts();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        run("cp", &["--sparse=always", image.to_str().unwrap(), p.join("root.ext4").to_str().unwrap()]);
+        run(
+            "cp",
+            &[
+                "--sparse=always",
+                image.to_str().unwrap(),
+                p.join("root.ext4").to_str().unwrap(),
+            ],
+        );
         std::fs::write(p.join("colinux-e2e"), CHECKS).unwrap();
         std::fs::write(p.join("colinux-e2e.service"), UNIT).unwrap();
         let commands = format!(
@@ -101,8 +111,19 @@ impl GuestDir {
             dir = p.display()
         );
         std::fs::write(p.join("debugfs.cmds"), commands).unwrap();
-        run("debugfs", &["-w", "-f", p.join("debugfs.cmds").to_str().unwrap(), p.join("root.ext4").to_str().unwrap()]);
-        std::fs::File::create(p.join("scratch.img")).unwrap().set_len(64 << 20).unwrap();
+        run(
+            "debugfs",
+            &[
+                "-w",
+                "-f",
+                p.join("debugfs.cmds").to_str().unwrap(),
+                p.join("root.ext4").to_str().unwrap(),
+            ],
+        );
+        std::fs::File::create(p.join("scratch.img"))
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
         std::fs::create_dir(p.join("share")).unwrap();
         std::fs::write(p.join("share/hello.txt"), "hello-from-host\n").unwrap();
         let port = free_port();
@@ -139,7 +160,11 @@ impl GuestDir {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Reads the guest's SSH banner through the slirp redirect, retrying while
@@ -148,7 +173,9 @@ fn ssh_banner(port: u16) -> String {
     let deadline = Instant::now() + scaled(Duration::from_secs(60));
     loop {
         if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut buf = [0u8; 64];
             if let Ok(n) = stream.read(&mut buf) {
                 if n > 0 {
@@ -156,7 +183,10 @@ fn ssh_banner(port: u16) -> String {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "no SSH banner on host port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "no SSH banner on host port {port}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -174,7 +204,11 @@ fn sigterm(pid: u32) {
 }
 
 fn e2fsck_clean(image: &Path) {
-    let out = Command::new("e2fsck").args(["-fn"]).arg(image).output().unwrap();
+    let out = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(image)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "e2fsck -fn {} after power-off:\n{}",
@@ -186,31 +220,61 @@ fn e2fsck_clean(image: &Path) {
 #[test]
 fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
     let g = GuestDir::new();
-    let mut daemon = g.daemon("daemon-attached", &["-p", g.path("daemon.pid").to_str().unwrap()]);
+    let mut daemon = g.daemon(
+        "daemon-attached",
+        &["-p", g.path("daemon.pid").to_str().unwrap()],
+    );
     daemon.wait_for("E2E: started", BOOT).unwrap();
-    daemon.wait_for("E2E: scratch written", Duration::from_secs(30)).unwrap();
-    daemon.wait_for("E2E: cofs read: hello-from-host", Duration::from_secs(30)).unwrap();
-    let devices = daemon.wait_for("E2E: devices:", Duration::from_secs(30)).unwrap();
-    assert!(devices.contains("/dev/cobd0=75:0") && devices.contains("/dev/cobd1=75:1"), "{devices}");
+    daemon
+        .wait_for("E2E: scratch written", Duration::from_secs(30))
+        .unwrap();
+    daemon
+        .wait_for("E2E: cofs read: hello-from-host", Duration::from_secs(30))
+        .unwrap();
+    let devices = daemon
+        .wait_for("E2E: devices:", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        devices.contains("/dev/cobd0=75:0") && devices.contains("/dev/cobd1=75:1"),
+        "{devices}"
+    );
     wait_seen(&mut daemon, "colinux ttyS0", BOOT);
-    let pid: u32 = std::fs::read_to_string(g.path("daemon.pid")).unwrap().trim().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(g.path("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(pid, daemon.pid(), "the pidfile holds the daemon's pid");
 
     let banner = ssh_banner(g.port);
     assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
 
     sigterm(daemon.pid());
-    daemon.wait_for("powering the guest off", Duration::from_secs(10)).unwrap();
+    daemon
+        .wait_for("powering the guest off", Duration::from_secs(10))
+        .unwrap();
     daemon.wait_for("reboot: Power down", POWER_OFF).unwrap();
     let status = daemon.wait_exit(POWER_OFF).unwrap();
     assert_eq!(status.code(), Some(0), "a clean power-off is exit code 0");
-    assert!(daemon.transcript().iter().any(|l| l.contains("the guest powered off")));
+    assert!(daemon
+        .transcript()
+        .iter()
+        .any(|l| l.contains("the guest powered off")));
     assert!(!g.path("daemon.pid").exists(), "the pidfile is removed");
 
     let mut scratch = vec![0u8; 24];
-    std::fs::File::open(g.path("scratch.img")).unwrap().read_exact(&mut scratch).unwrap();
-    assert_eq!(scratch, b"colinux-e2e-scratch-data", "what the guest wrote to /dev/cobd1");
-    assert_eq!(std::fs::read_to_string(g.path("share/from-guest.txt")).unwrap(), "written-by-guest\n");
+    std::fs::File::open(g.path("scratch.img"))
+        .unwrap()
+        .read_exact(&mut scratch)
+        .unwrap();
+    assert_eq!(
+        scratch, b"colinux-e2e-scratch-data",
+        "what the guest wrote to /dev/cobd1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(g.path("share/from-guest.txt")).unwrap(),
+        "written-by-guest\n"
+    );
     e2fsck_clean(&g.path("root.ext4"));
 }
 
@@ -219,7 +283,9 @@ fn a_detached_console_attaches_refuses_a_second_detaches_and_reattaches() {
     let g = GuestDir::new();
     let name = "e2e-detached";
     let mut daemon = g.daemon("daemon-detached", &["-d", "--name", name]);
-    daemon.wait_for("colinux-console e2e-detached", Duration::from_secs(60)).unwrap();
+    daemon
+        .wait_for("colinux-console e2e-detached", Duration::from_secs(60))
+        .unwrap();
 
     let mut first = Guest::start("console-first", CONSOLE, &[name.into()]).unwrap();
     first.wait_for("E2E: done", BOOT).unwrap();
@@ -229,29 +295,45 @@ fn a_detached_console_attaches_refuses_a_second_detaches_and_reattaches() {
     let second = Command::new(CONSOLE).arg(name).output().unwrap();
     let said = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(3), "{said}");
-    assert!(said.contains("another colinux-console is attached"), "{said}");
+    assert!(
+        said.contains("another colinux-console is attached"),
+        "{said}"
+    );
     first.send("root\n").unwrap();
     std::thread::sleep(Duration::from_secs(2));
     first.send("\n").unwrap();
-    first.wait_for("Login incorrect", Duration::from_secs(60)).unwrap();
+    first
+        .wait_for("Login incorrect", Duration::from_secs(60))
+        .unwrap();
 
     // Detach: the guest keeps running.
     first.close_input();
-    assert_eq!(first.wait_exit(Duration::from_secs(10)).unwrap().code(), Some(0));
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
 
     // Re-attach: the scrollback comes back, and typing works again.
     let mut again = Guest::start("console-again", CONSOLE, &[name.into()]).unwrap();
-    again.wait_for("E2E: done", Duration::from_secs(30)).unwrap();
-    again.wait_for("Login incorrect", Duration::from_secs(30)).unwrap();
+    again
+        .wait_for("E2E: done", Duration::from_secs(30))
+        .unwrap();
+    again
+        .wait_for("Login incorrect", Duration::from_secs(30))
+        .unwrap();
     again.send("root\n").unwrap();
     std::thread::sleep(Duration::from_secs(2));
     again.send("\n").unwrap();
-    again.wait_for("Login incorrect", Duration::from_secs(60)).unwrap();
+    again
+        .wait_for("Login incorrect", Duration::from_secs(60))
+        .unwrap();
 
     sigterm(daemon.pid());
     let status = daemon.wait_exit(POWER_OFF).unwrap();
     assert_eq!(status.code(), Some(0));
-    again.wait_for("the guest stopped", Duration::from_secs(10)).unwrap();
+    again
+        .wait_for("the guest stopped", Duration::from_secs(10))
+        .unwrap();
     e2fsck_clean(&g.path("root.ext4"));
 }
 
@@ -259,7 +341,12 @@ fn a_detached_console_attaches_refuses_a_second_detaches_and_reattaches() {
 fn fake_engine(dir: &Path) -> PathBuf {
     let path = dir.join("fake-qemu");
     let mut f = std::fs::File::create(&path).unwrap();
-    writeln!(f, "#!/bin/sh\ntouch \"{}\"", dir.join("engine-ran").display()).unwrap();
+    writeln!(
+        f,
+        "#!/bin/sh\ntouch \"{}\"",
+        dir.join("engine-ran").display()
+    )
+    .unwrap();
     drop(f);
     run("chmod", &["+x", path.to_str().unwrap()]);
     path
@@ -272,18 +359,39 @@ fn config_errors_are_reported_before_the_engine_starts() {
     std::fs::write(dir.path().join("vmlinuz"), "not really a kernel").unwrap();
     std::fs::write(
         dir.path().join("bad.conf"),
-        format!("kernel=vmlinuz\nqemu={}\ncobd0=missing-root.img\n", engine.display()),
+        format!(
+            "kernel=vmlinuz\nqemu={}\ncobd0=missing-root.img\n",
+            engine.display()
+        ),
     )
     .unwrap();
-    let out = Command::new(DAEMON).current_dir(dir.path()).arg("@bad.conf").output().unwrap();
+    let out = Command::new(DAEMON)
+        .current_dir(dir.path())
+        .arg("@bad.conf")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("bad.conf:3") && err.contains("missing-root.img"), "{err}");
-    assert!(!dir.path().join("engine-ran").exists(), "the engine was started");
+    assert!(
+        err.contains("bad.conf:3") && err.contains("missing-root.img"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("engine-ran").exists(),
+        "the engine was started"
+    );
 
     // A syntax error names its place too.
-    std::fs::write(dir.path().join("mac.conf"), "kernel=vmlinuz eth0=slirp,zz:11\n").unwrap();
-    let out = Command::new(DAEMON).current_dir(dir.path()).arg("@mac.conf").output().unwrap();
+    std::fs::write(
+        dir.path().join("mac.conf"),
+        "kernel=vmlinuz eth0=slirp,zz:11\n",
+    )
+    .unwrap();
+    let out = Command::new(DAEMON)
+        .current_dir(dir.path())
+        .arg("@mac.conf")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("mac.conf:1") && err.contains("MAC"), "{err}");
@@ -307,29 +415,55 @@ fn dry_run_prints_settings_and_the_engine_command_and_starts_nothing() {
     std::fs::write(dir.path().join("root.img"), "r").unwrap();
     let out = Command::new(DAEMON)
         .current_dir(dir.path())
-        .args(["--dry-run", "kernel=vmlinuz", "cobd0=root.img", "accel=tcg", "mem=128"])
+        .args([
+            "--dry-run",
+            "kernel=vmlinuz",
+            "cobd0=root.img",
+            "accel=tcg",
+            "mem=128",
+        ])
         .arg(format!("qemu={}", engine.display()))
         .arg("root=/dev/cobd0")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
-    let at = lines.iter().position(|l| *l == engine.display().to_string()).expect("engine line");
+    let at = lines
+        .iter()
+        .position(|l| *l == engine.display().to_string())
+        .expect("engine line");
     let argv = &lines[at + 1..];
     let after = |flag: &str| argv[argv.iter().position(|a| *a == flag).unwrap() + 1];
     assert_eq!(after("-m"), "128");
     assert_eq!(after("-accel"), "tcg");
     assert_eq!(after("-append"), "console=ttyS0 root=/dev/cobd0");
     assert!(after("-drive").contains(&format!("file={}", dir.path().join("root.img").display())));
-    assert!(text.contains("mem=128"), "the resolved settings come first:\n{text}");
-    assert!(!dir.path().join("engine-ran").exists(), "a dry run started the engine");
+    assert!(
+        text.contains("mem=128"),
+        "the resolved settings come first:\n{text}"
+    );
+    assert!(
+        !dir.path().join("engine-ran").exists(),
+        "a dry run started the engine"
+    );
 }
 
 #[test]
 fn status_driver_says_what_will_be_used() {
-    let out = Command::new(DAEMON).arg("--status-driver").output().unwrap();
+    let out = Command::new(DAEMON)
+        .arg("--status-driver")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("will use"), "{text}");
 }
