@@ -1,0 +1,242 @@
+//! `cargo xtask runtime`: the host runtime's binaries (colinux-daemon,
+//! colinux-console), in release mode, for Linux and Windows hosts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::progress::Phase;
+use crate::stage::{self, run_logged, CacheKey};
+
+/// Build every binary of the colinux-daemon package (colinux-daemon,
+/// colinux-console) in release mode into target/runtime/<target>/, with
+/// manifest.json and SHA256SUMS. Unchanged sources (runtime/), Cargo.lock
+/// and compiler make it a no-op. Windows binaries are cross-linked with
+/// mingw-w64 (`cargo xtask setup` installs it).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Build for this target; repeat for several. Default: every target.
+    #[arg(long = "target", value_enum, value_name = "TARGET")]
+    targets: Vec<Target>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    #[value(name = "x86_64-unknown-linux-gnu")]
+    Linux,
+    #[value(name = "x86_64-pc-windows-gnu")]
+    Windows,
+}
+
+impl Target {
+    pub fn triple(self) -> &'static str {
+        match self {
+            Target::Linux => "x86_64-unknown-linux-gnu",
+            Target::Windows => "x86_64-pc-windows-gnu",
+        }
+    }
+
+    /// The linker rustc runs by default for this target.
+    fn linker(self) -> &'static str {
+        match self {
+            Target::Linux => "cc",
+            Target::Windows => "x86_64-w64-mingw32-gcc",
+        }
+    }
+
+    fn exe(self, name: &str) -> String {
+        match self {
+            Target::Linux => name.to_string(),
+            Target::Windows => format!("{name}.exe"),
+        }
+    }
+}
+
+/// The package whose binaries this stage ships.
+const PACKAGE: &str = "colinux-daemon";
+
+/// This stage's own code is an input too.
+const STAGE_CODE: &str = concat!(include_str!("runtime.rs"), include_str!("stage.rs"));
+
+pub fn run(args: Args) -> Result<()> {
+    let targets = if args.targets.is_empty() {
+        vec![Target::Linux, Target::Windows]
+    } else {
+        args.targets
+    };
+    let cache = stage::cache_dir().join("runtime");
+    let _lock = stage::lock(&cache)?;
+    for target in targets {
+        build(target, &cache)?;
+    }
+    Ok(())
+}
+
+fn build(target: Target, cache: &Path) -> Result<()> {
+    let root = stage::root();
+    let triple = target.triple();
+    let runtime = root.join("runtime");
+    let sde = stage::source_date_epoch(&[&runtime])?;
+    let tools: serde_json::Map<String, serde_json::Value> = ["rustc", "cargo", target.linker()]
+        .iter()
+        .map(|t| (t.to_string(), stage::tool_version(t).into()))
+        .collect();
+    let mut key = CacheKey::new("runtime");
+    key.value("target", triple);
+    key.value("profile", "release");
+    key.value("stage code", STAGE_CODE);
+    key.value("SOURCE_DATE_EPOCH", &sde.to_string());
+    for (tool, version) in &tools {
+        key.value(tool, version.as_str().unwrap_or_default());
+    }
+    for path in [root.join("Cargo.toml"), root.join("Cargo.lock")]
+        .into_iter()
+        .chain(source_files(&runtime)?)
+    {
+        key.file(&path)?;
+    }
+    let (cache_key, inputs) = key.finish();
+    let dest = root.join("target/runtime").join(triple);
+    if stage::up_to_date(&dest, &cache_key) {
+        tracing::info!("runtime: {} is up to date", dest.display());
+        return Ok(());
+    }
+    if stage::which(target.linker()).is_none() {
+        bail!(
+            "{} is not installed: it links {triple} binaries (`cargo xtask setup` installs it)",
+            target.linker()
+        );
+    }
+
+    let phase = Phase::start(triple);
+    // A cargo target directory of our own: the release flags below would
+    // otherwise fight over fingerprints with anyone building in target/.
+    let cargo_dir = cache.join("cargo");
+    let log = cache.join(format!("build-{triple}.log"));
+    std::fs::write(&log, "")?;
+    let mut cmd = stage::cargo();
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bins",
+            "--package",
+            PACKAGE,
+        ])
+        .args(["--target", triple])
+        .env("CARGO_TARGET_DIR", &cargo_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(target).join("\x1f"))
+        .env("SOURCE_DATE_EPOCH", sde.to_string());
+    run_logged(&mut cmd, &log).with_context(|| {
+        format!("building the runtime for {triple} failed (is the target installed? `cargo xtask setup` adds it)")
+    })?;
+
+    let staging = stage::staging(&dest)?;
+    let release = cargo_dir.join(triple).join("release");
+    let mut sizes = Vec::new();
+    for bin in bins()? {
+        let name = target.exe(&bin);
+        let built = release.join(&name);
+        std::fs::copy(&built, staging.path().join(&name))
+            .with_context(|| format!("cannot copy {}", built.display()))?;
+        sizes.push(format!(
+            "{name} {} KiB",
+            std::fs::metadata(&built)?.len() / 1024
+        ));
+    }
+    phase.done(&sizes.join(", "));
+
+    let manifest = json!({
+        "stage": "runtime",
+        "target": triple,
+        "profile": "release",
+        "cache_key": cache_key,
+        "SOURCE_DATE_EPOCH": sde,
+        "inputs": inputs,
+        "tools": tools,
+    });
+    stage::publish(&staging.keep(), &dest, manifest)?;
+    tracing::info!("runtime: wrote {}", dest.display());
+    Ok(())
+}
+
+/// Flags that keep this machine out of the binaries: paths are remapped
+/// to fixed prefixes, and mingw's ld, which stamps the link time into the
+/// PE header unless told not to, writes zero there.
+fn rustflags(target: Target) -> Vec<String> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let mut flags = vec![format!(
+        "--remap-path-prefix={}=/colinux",
+        stage::root().display()
+    )];
+    if let Some(home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    if target == Target::Windows {
+        flags.push("-Clink-arg=-Wl,--no-insert-timestamp".into());
+    }
+    flags
+}
+
+/// The names of the package's binary targets, as cargo sees them.
+fn bins() -> Result<Vec<String>> {
+    let out = stage::cargo()
+        .current_dir(stage::root())
+        .args(["metadata", "--format-version=1", "--no-deps", "--locked"])
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let package = metadata["packages"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == PACKAGE))
+        .with_context(|| format!("the workspace has no package {PACKAGE}"))?;
+    let bins: Vec<String> = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .collect();
+    if bins.is_empty() {
+        bail!("the package {PACKAGE} has no binaries");
+    }
+    Ok(bins)
+}
+
+/// Every file under `dir`, sorted, except build outputs (`target/`), the
+/// fuzzers (outside the workspace, so never in the binaries) and hidden
+/// files.
+fn source_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" || name == "fuzz" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            files.extend(source_files(&entry.path())?);
+        } else {
+            files.push(entry.path());
+        }
+    }
+    Ok(files)
+}
