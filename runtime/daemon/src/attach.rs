@@ -41,7 +41,7 @@ pub struct Cli {
     #[arg(default_value = "colinux")]
     pub name: String,
 
-    /// Connect to this console socket instead of the named guest's
+    /// Connect to this console socket (Unix) or named pipe (Windows, \\.\pipe\NAME) instead of the named guest's
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }
@@ -174,13 +174,15 @@ mod tests {
 
     #[test]
     fn no_guest_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
         let cli = Cli {
-            name: "nobody".into(),
-            socket: Some(dir.path().join("none.sock")),
+            name: "nobody-e2e-none".into(),
+            socket: None,
         };
         let (code, message) = attach(&cli).unwrap_err();
         assert_eq!(code, exit::NO_GUEST);
-        assert!(message.contains("no guest \"nobody\""), "{message}");
+        assert!(
+            message.contains("no guest \"nobody-e2e-none\""),
+            "{message}"
+        );
     }
 }

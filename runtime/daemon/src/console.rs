@@ -439,6 +439,30 @@ mod tests {
         assert!(third.text().ends_with("XYZ!?"), "{}", third.text());
     }
 
+    /// The real transport: a Unix socket here, a named pipe on Windows (Wine).
+    #[test]
+    fn clients_connect_over_the_console_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("unit-{}", std::process::id());
+        let hub = Hub::new(Box::new(io::sink()), false, false, 1024);
+        hub.from_engine(b"login: ");
+        hub.serve(socket_name(dir.path(), &name).unwrap()).unwrap();
+        let connect = || {
+            let stream = Stream::connect(socket_name(dir.path(), &name).unwrap()).unwrap();
+            let mut reader = io::BufReader::new(Shared(Arc::new(stream)));
+            let mut greeting = String::new();
+            io::BufRead::read_line(&mut reader, &mut greeting).unwrap();
+            (reader, greeting)
+        };
+        let (mut first, greeting) = connect();
+        assert_eq!(greeting, format!("{GREETING_OK}\n"));
+        let mut replay = [0u8; 7];
+        first.read_exact(&mut replay).unwrap();
+        assert_eq!(&replay, b"login: ");
+        let (_, busy) = connect();
+        assert!(busy.starts_with(GREETING_BUSY), "{busy}");
+    }
+
     #[test]
     fn nobody_attaches_over_the_terminal() {
         let hub = Hub::new(Box::new(io::sink()), true, false, 16);

@@ -305,6 +305,11 @@ mod tests {
         }
     }
 
+    /// `name` in the config's directory, as this host writes paths.
+    fn at(name: &str) -> String {
+        Path::new("/c").join(name).display().to_string()
+    }
+
     fn build(config: &str) -> Result<Vec<String>, EngineError> {
         let settings = colinux_config::parse_str(config, Path::new("/c/test.conf")).unwrap();
         engine_command(&settings, &plan(), "qemu".into()).map(|c| c.args)
@@ -325,8 +330,8 @@ mod tests {
              eth0=slirp,,tcp:2222:22/udp:5000:50:2 cofs0=/srv/share root=/dev/cobd0 ro",
         )
         .unwrap();
-        assert_eq!(values(&args, "-kernel"), ["/c/vmlinuz"]);
-        assert_eq!(values(&args, "-initrd"), ["/c/initrd.gz"]);
+        assert_eq!(values(&args, "-kernel"), [at("vmlinuz")]);
+        assert_eq!(values(&args, "-initrd"), [at("initrd.gz")]);
         assert_eq!(values(&args, "-m"), ["256"]);
         assert_eq!(values(&args, "-smp"), ["2"]);
         assert_eq!(values(&args, "-accel"), ["tcg"]);
@@ -337,8 +342,11 @@ mod tests {
         assert_eq!(
             values(&args, "-drive"),
             [
-                "if=none,id=cobd0,file=/c/root.ext4,format=raw,discard=unmap",
-                "if=none,id=cobd1,file=/dev/sdb,format=raw,discard=unmap"
+                format!(
+                    "if=none,id=cobd0,file={},format=raw,discard=unmap",
+                    at("root.ext4")
+                ),
+                "if=none,id=cobd1,file=/dev/sdb,format=raw,discard=unmap".to_string()
             ]
         );
         assert_eq!(
@@ -386,7 +394,7 @@ mod tests {
             "{drives:?}"
         );
         assert!(
-            drives[2].contains("id=cobd2,file=/c/data.img"),
+            drives[2].contains(&format!("id=cobd2,file={}", at("data.img"))),
             "{drives:?}"
         );
     }

@@ -141,7 +141,7 @@ pub fn host_ram_mb() -> Option<u64> {
         unsafe {
             let mut status: MEMORYSTATUSEX = std::mem::zeroed();
             status.dwLength = std::mem::size_of::<MEMORYSTATUSEX>() as u32;
-            (GlobalMemoryStatusEx(&mut status) != 0).then(|| status.ullTotalPhys / (1024 * 1024))
+            (GlobalMemoryStatusEx(&mut status) != 0).then_some(status.ullTotalPhys / (1024 * 1024))
         }
     }
     #[cfg(not(any(target_os = "linux", windows)))]

@@ -4,6 +4,7 @@
 //!
 //! The guest runs one extra unit, written into a copy of the image with
 //! debugfs, that exercises the devices and reports on the console.
+#![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
