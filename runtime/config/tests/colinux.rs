@@ -201,10 +201,11 @@ fn messages_stay_on_one_line_whatever_the_shell_passed() {
         "command line argument 2: cobd99=a\\nb: index out of range: cobd takes cobd0 to cobd31"
     );
     let e = args(&["@two\nlines.conf"]).expect_err("missing");
+    let sep = std::path::MAIN_SEPARATOR;
     assert!(
-        e.starts_with(
-            "command line argument 1: @two\\nlines.conf: cannot read /home/user/two\\nlines.conf: "
-        ),
+        e.starts_with(&format!(
+            "command line argument 1: @two\\nlines.conf: cannot read /home/user{sep}two\\nlines.conf: "
+        )),
         "{e}"
     );
 }

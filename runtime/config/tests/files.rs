@@ -32,6 +32,13 @@ fn present_files_pass() {
     s.check_files().expect("all there");
 }
 
+/// An absolute path (on Windows, `/opt/…` is relative to the current drive).
+const NO_QEMU: &str = if cfg!(windows) {
+    r"C:\opt\no-qemu\qemu-system-i386.exe"
+} else {
+    "/opt/no-qemu/qemu-system-i386"
+};
+
 #[test]
 fn every_problem_is_reported_at_once_with_its_place() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -51,7 +58,7 @@ fn every_problem_is_reported_at_once_with_its_place() {
             "cobd1=no-disk.img",
             "cofs1=no-dir",
             "exec0=bin/no-helper",
-            "qemu=/opt/no-qemu/qemu-system-i386",
+            &format!("qemu={NO_QEMU}"),
         ],
         root,
     )
@@ -59,7 +66,11 @@ fn every_problem_is_reported_at_once_with_its_place() {
     let errors = s.check_files().expect_err("problems").0;
     let messages: Vec<String> = errors
         .iter()
-        .map(|e| e.to_string().replace(&root.display().to_string(), "<root>"))
+        .map(|e| {
+            e.to_string()
+                .replace(&root.display().to_string(), "<root>")
+                .replace(std::path::MAIN_SEPARATOR, "/")
+        })
         .collect();
     assert_eq!(
         messages,
@@ -71,7 +82,10 @@ fn every_problem_is_reported_at_once_with_its_place() {
             "guest.conf:3: cofs0=a-file: <root>/a-file is not a directory",
             "command line argument 4: cofs1=no-dir: <root>/no-dir does not exist",
             "command line argument 5: exec0=bin/no-helper: <root>/bin/no-helper does not exist",
-            "command line argument 6: qemu=/opt/no-qemu/qemu-system-i386: /opt/no-qemu/qemu-system-i386 does not exist",
+            &format!(
+                "command line argument 6: qemu={q}: {q} does not exist",
+                q = NO_QEMU.replace('\\', "/")
+            ),
         ]
     );
     assert!(matches!(

@@ -39,7 +39,10 @@ fn includes_resolve_against_the_including_file() {
         }
     );
     assert_eq!(
-        s.eth[&0].origin.to_string(),
+        s.eth[&0]
+            .origin
+            .to_string()
+            .replace(std::path::MAIN_SEPARATOR, "/"),
         "conf/net/eth.conf:1: eth0=slirp"
     );
 }
