@@ -109,19 +109,27 @@ fn builds_both_targets_then_is_a_no_op() {
         .collect();
     assert_eq!(mtimes, after, "the no-op rewrote binaries");
 
-    // The daemon's author will check the --help text here once it has one;
-    // for now it must start under Wine and exit 0.
+    // The shipped Windows binaries start under Wine and describe themselves.
     let wine = wine::Wine::prepare(&root().join("target/cache")).unwrap();
-    let daemon = root().join("target/runtime/x86_64-pc-windows-gnu/colinux-daemon.exe");
-    let status = Command::new(wine::WINE64)
-        .arg(&daemon)
-        .arg("--help")
-        .envs(wine.env())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{} --help under Wine: {status}",
-        daemon.display()
-    );
+    for (exe, needle) in [
+        ("colinux-daemon.exe", "Exit codes"),
+        ("colinux-console.exe", "Ctrl-] detaches"),
+    ] {
+        let path = root()
+            .join("target/runtime/x86_64-pc-windows-gnu")
+            .join(exe);
+        let out = Command::new(wine::WINE64)
+            .arg(&path)
+            .arg("--help")
+            .envs(wine.env())
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && help.contains(needle),
+            "{} --help under Wine: {}\n{help}",
+            path.display(),
+            out.status
+        );
+    }
 }
