@@ -3,6 +3,7 @@
 
 mod convert;
 mod kernel;
+mod runtime;
 
 use std::fs::File;
 use std::path::Path;
@@ -26,12 +27,16 @@ enum Which {
     /// Build the kernel with our stage and with plain make; time the no-op
     /// and incremental rebuilds; compare size and boot time with Debian's kernel.
     Kernel(kernel::Args),
+    /// Boot the debian image to its login banner under colinux-daemon and
+    /// with the same QEMU command line by hand; daemon RSS; pc vs microvm.
+    Runtime(runtime::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Convert(a) => convert::run(a),
         Which::Kernel(a) => kernel::run(a),
+        Which::Runtime(a) => runtime::run(a),
     }
 }
 
