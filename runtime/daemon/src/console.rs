@@ -337,6 +337,7 @@ impl PanicScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestSink;
 
     fn filtered(chunks: &[&str]) -> String {
         let mut filter = KernelFilter::default();
@@ -370,24 +371,6 @@ mod tests {
         assert!(!scan.feed(b"Kernel panic - not syncing"));
     }
 
-    /// A writer the test can read back.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Sink {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !cond() {
@@ -401,14 +384,14 @@ mod tests {
 
     #[test]
     fn one_client_at_a_time_with_scrollback_replay() {
-        let engine_in = Sink::default();
+        let engine_in = TestSink::default();
         let hub = Hub::new(Box::new(engine_in.clone()), false, false, 16);
         hub.from_engine(b"0123456789abcdefXYZ");
 
         // The first client gets the last 16 bytes, then live output; its
         // input reaches the engine.
         let (first_in, first_writer) = std::io::pipe().unwrap();
-        let first = Sink::default();
+        let first = TestSink::default();
         hub.attach(first_in, first.clone());
         hub.from_engine(b"!");
         assert_eq!(first.text(), format!("{GREETING_OK}\n3456789abcdefXYZ!"));
@@ -417,7 +400,7 @@ mod tests {
         wait_until("typed input", || engine_in.text() == "ls\n");
 
         // A second one is told and let go; the first keeps the console.
-        let second = Sink::default();
+        let second = TestSink::default();
         hub.attach(io::empty(), second.clone());
         assert!(
             second.text().starts_with(GREETING_BUSY),
@@ -433,7 +416,7 @@ mod tests {
         // Detach (the client's input closes), then re-attach.
         drop(first_writer);
         wait_until("detach", || matches!(hub.lock().holder, Holder::Nobody));
-        let third = Sink::default();
+        let third = TestSink::default();
         hub.attach(io::empty(), third.clone());
         assert!(third.text().starts_with(GREETING_OK));
         assert!(third.text().ends_with("XYZ!?"), "{}", third.text());
@@ -466,7 +449,7 @@ mod tests {
     #[test]
     fn nobody_attaches_over_the_terminal() {
         let hub = Hub::new(Box::new(io::sink()), true, false, 16);
-        let client = Sink::default();
+        let client = TestSink::default();
         hub.attach(io::empty(), client.clone());
         assert!(
             client.text().contains("colinux-daemon's own terminal"),

@@ -114,20 +114,8 @@ impl Qmp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestSink;
     use std::io::Cursor;
-
-    /// A writer whose bytes the test can read back.
-    #[derive(Clone, Default)]
-    struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn handshake_commands_and_events() {
@@ -143,7 +131,7 @@ mod tests {
             r#"{"timestamp": {}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#,
             "\n",
         );
-        let sink = Sink::default();
+        let sink = TestSink::default();
         let (tx, rx) = mpsc::channel();
         let qmp = Qmp::handshake(
             Box::new(Cursor::new(script)),
@@ -180,7 +168,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel();
         let err = Qmp::handshake(
             Box::new(Cursor::new(script)),
-            Box::new(Sink::default()),
+            Box::new(TestSink::default()),
             tx,
             |e| e,
             Duration::from_secs(5),
@@ -192,7 +180,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel();
         let err = Qmp::handshake(
             Box::new(Cursor::new("")),
-            Box::new(Sink::default()),
+            Box::new(TestSink::default()),
             tx,
             |e| e,
             Duration::from_millis(200),

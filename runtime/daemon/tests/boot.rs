@@ -366,13 +366,7 @@ fn config_errors_are_reported_before_the_engine_starts() {
         ),
     )
     .unwrap();
-    let out = Command::new(DAEMON)
-        .current_dir(dir.path())
-        .arg("@bad.conf")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = daemon_fails(dir.path(), &["@bad.conf"], 2);
     assert!(
         err.contains("bad.conf:3") && err.contains("missing-root.img"),
         "{err}"
@@ -388,24 +382,24 @@ fn config_errors_are_reported_before_the_engine_starts() {
         "kernel=vmlinuz eth0=slirp,zz:11\n",
     )
     .unwrap();
-    let out = Command::new(DAEMON)
-        .current_dir(dir.path())
-        .arg("@mac.conf")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = daemon_fails(dir.path(), &["@mac.conf"], 2);
     assert!(err.contains("mac.conf:1") && err.contains("MAC"), "{err}");
 
     // A missing engine says which package has it.
+    let err = daemon_fails(dir.path(), &["kernel=vmlinuz", "qemu=no-such-qemu"], 3);
+    assert!(err.contains("qemu-system-x86"), "{err}");
+}
+
+/// Runs the daemon in `dir`, expects exit code `code`, returns its stderr.
+fn daemon_fails(dir: &Path, args: &[&str], code: i32) -> String {
     let out = Command::new(DAEMON)
-        .current_dir(dir.path())
-        .args(["kernel=vmlinuz", "qemu=no-such-qemu"])
+        .current_dir(dir)
+        .args(args)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("qemu-system-x86"), "{err}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    err
 }
 
 #[test]
