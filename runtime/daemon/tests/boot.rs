@@ -126,6 +126,13 @@ impl GuestDir {
             .set_len(64 << 20)
             .unwrap();
         std::fs::create_dir(p.join("share")).unwrap();
+        // exec0: a helper that records its pid and would run for ten minutes.
+        std::fs::write(
+            p.join("helper.sh"),
+            "#!/bin/sh\necho $$ > \"$1\"\nexec sleep 600\n",
+        )
+        .unwrap();
+        run("chmod", &["+x", p.join("helper.sh").to_str().unwrap()]);
         std::fs::write(p.join("share/hello.txt"), "hello-from-host\n").unwrap();
         let port = free_port();
         std::fs::write(
@@ -138,6 +145,7 @@ impl GuestDir {
                  cobd1=scratch.img # scratch\n\
                  cofs0=share\n\
                  eth0=slirp,,tcp:{port}:22\n\
+                 exec0=./helper.sh,\"helper.pid\"\n\
                  accel=tcg\n\
                  root=/dev/cobd0 ro\n",
                 kernel.display()
@@ -262,6 +270,12 @@ fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
         .iter()
         .any(|l| l.contains("the guest powered off")));
     assert!(!g.path("daemon.pid").exists(), "the pidfile is removed");
+    let helper = std::fs::read_to_string(g.path("helper.pid")).expect("exec0 ran");
+    assert!(
+        !Path::new("/proc").join(helper.trim()).exists(),
+        "exec0 (pid {}) outlived the guest",
+        helper.trim()
+    );
 
     let mut scratch = vec![0u8; 24];
     std::fs::File::open(g.path("scratch.img"))
