@@ -417,6 +417,55 @@ fn daemon_fails(dir: &Path, args: &[&str], code: i32) -> String {
 }
 
 #[test]
+fn a_kernel_panic_ends_the_daemon_with_exit_code_1() {
+    let (kernel, _) = artifacts();
+    let args: Vec<String> = vec![
+        "--name".into(),
+        "e2e-panic".into(),
+        format!("kernel={}", kernel.display()),
+        "accel=tcg".into(),
+        "mem=128".into(),
+        "root=/dev/cobd7".into(), // no such disk: the kernel cannot mount its root
+    ];
+    let mut daemon = Guest::start("daemon-panic", DAEMON, &args).unwrap();
+    daemon.wait_for("Kernel panic - not syncing", BOOT).unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(60)).unwrap();
+    assert_eq!(status.code(), Some(1), "a guest panic is exit code 1");
+    assert!(daemon
+        .transcript()
+        .iter()
+        .any(|l| l.contains("the guest crashed: kernel panic")));
+}
+
+#[test]
+fn an_engine_that_fails_at_once_is_exit_code_4_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("broken-qemu");
+    std::fs::write(
+        &engine,
+        "#!/bin/sh\necho 'qemu: could not load kernel' >&2\nexit 1\n",
+    )
+    .unwrap();
+    run("chmod", &["+x", engine.to_str().unwrap()]);
+    std::fs::write(dir.path().join("vmlinuz"), "k").unwrap();
+    let err = daemon_fails(
+        dir.path(),
+        &[
+            "--name",
+            "e2e-broken",
+            "kernel=vmlinuz",
+            "accel=tcg",
+            &format!("qemu={}", engine.display()),
+        ],
+        4,
+    );
+    assert!(
+        err.contains("exited at once") && err.contains("could not load kernel"),
+        "{err}"
+    );
+}
+
+#[test]
 fn dry_run_prints_settings_and_the_engine_command_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let engine = fake_engine(dir.path());
