@@ -21,6 +21,14 @@ pub const GREETING_BUSY: &str = "COLINUX-CONSOLE 1 BUSY";
 /// Scrollback kept for a console that attaches later, in bytes.
 pub const DEFAULT_SCROLLBACK_BYTES: usize = 256 * 1024;
 
+/// The scrollback for `cocon=COLSxROWSxLINES`: LINES full lines, else the default.
+pub fn scrollback_bytes(cocon: Option<&colinux_config::Cocon>) -> usize {
+    cocon
+        .and_then(|c| Some(usize::from(c.cols) * usize::try_from(c.scrollback?).ok()?))
+        .filter(|&bytes| bytes > 0)
+        .unwrap_or(DEFAULT_SCROLLBACK_BYTES)
+}
+
 /// What the guest printed when its kernel gave up.
 const PANIC_MARKER: &[u8] = b"Kernel panic - not syncing";
 
@@ -361,6 +369,21 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn cocon_sets_the_scrollback() {
+        let cocon = |scrollback| colinux_config::Cocon {
+            cols: 80,
+            rows: 25,
+            scrollback,
+        };
+        assert_eq!(scrollback_bytes(Some(&cocon(Some(1000)))), 80_000);
+        assert_eq!(
+            scrollback_bytes(Some(&cocon(None))),
+            DEFAULT_SCROLLBACK_BYTES
+        );
+        assert_eq!(scrollback_bytes(None), DEFAULT_SCROLLBACK_BYTES);
     }
 
     #[test]

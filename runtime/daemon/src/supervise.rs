@@ -157,7 +157,7 @@ pub fn run(
         Box::new(engine.child.stdin.take().expect("piped")),
         !opts.detached,
         opts.quiet_kernel,
-        console::DEFAULT_SCROLLBACK_BYTES,
+        console::scrollback_bytes(settings.cocon.as_ref().map(|c| &c.value)),
     );
     pump_console(
         engine.child.stdout.take().expect("piped"),
