@@ -275,8 +275,9 @@ pub fn run(
         println!("# settings");
         print!("{}", settings.describe(Some(host_ram_mb)));
         println!(
-            "# guest {name:?}, accelerator {} ({})",
+            "# guest {name:?}, accelerator {} (accel={}; the host's best: {})",
             choice.accel.as_str(),
+            settings.accel().as_str(),
             report.best().as_str()
         );
         println!("# engine command line, one argument per line");

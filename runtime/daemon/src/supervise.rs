@@ -254,7 +254,8 @@ fn supervise(
                 }
             }
             Ok(Msg::Qmp(QmpEvent::Closed)) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {}
+            // Not expected (the caller keeps a sender), but never spin.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(100)),
         }
         if let Ok(Some(status)) = engine.child.try_wait() {
             break status;
