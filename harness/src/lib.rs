@@ -246,6 +246,24 @@ impl Drop for Guest {
     }
 }
 
+/// Asserts that `e2fsck -fn` finds the ext filesystem in `image` clean,
+/// quoting its report when not: every test that writes or boots an image
+/// ends with this.
+pub fn assert_fsck_clean(image: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(image)
+        .output()
+        .expect("cannot run e2fsck");
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {}:\n{}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The QEMU command line for a direct-kernel boot under TCG with the
 /// serial console on stdio: the common part of every boot test.
 pub fn qemu_direct_boot(

@@ -7,6 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use harness::assert_fsck_clean;
+
 use tempfile::TempDir;
 
 const MIB: u64 = 1 << 20;
@@ -120,20 +122,6 @@ fn dd_extract(disk: &Path, offset: u64, len: u64) -> Vec<u8> {
     out.stdout
 }
 
-fn e2fsck_clean(image: &Path) {
-    let out = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "e2fsck -fn {}: {}",
-        image.display(),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Converts `disk` (with extra args) and checks the result against dd.
 fn convert_matches_dd(disk: &Path, extra: &[&str], offset: u64, len: u64) -> PathBuf {
     let out_path = disk.with_extension("out.ext4");
@@ -154,7 +142,7 @@ fn convert_matches_dd(disk: &Path, extra: &[&str], offset: u64, len: u64) -> Pat
         got == dd_extract(disk, offset, len),
         "output differs from dd's extraction"
     );
-    e2fsck_clean(&out_path);
+    assert_fsck_clean(&out_path);
     out_path
 }
 
@@ -328,7 +316,7 @@ fn qemu_container_formats_are_read_through_qemu_img() {
             fs::read(&out_path).unwrap() == want,
             "{format}: differs from dd of the raw disk"
         );
-        e2fsck_clean(&out_path);
+        assert_fsck_clean(&out_path);
     }
 }
 

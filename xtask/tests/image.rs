@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use harness::{qemu_direct_boot, Guest};
+use harness::{assert_fsck_clean, qemu_direct_boot, Guest};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,21 +67,6 @@ fn debugfs(image: &Path, request: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn e2fsck_clean(image: &Path) {
-    let out = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "e2fsck -fn {}:\n{}{}",
-        image.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -95,7 +80,7 @@ fn sha256(path: &Path) -> String {
 fn the_debian_image_is_clean_locked_and_has_no_identity() {
     let dir = debian();
     let image = dir.join("debian.ext4");
-    e2fsck_clean(&image);
+    assert_fsck_clean(&image);
 
     let fstab = debugfs(&image, "cat /etc/fstab");
     let root_line = fstab
@@ -402,7 +387,7 @@ fn the_debian_image_boots_to_login_with_network_and_host_keys() {
     // The connection may drop as the guest goes down: only the exit counts.
     let _ = ssh("systemctl poweroff");
     guest.wait_exit(Duration::from_secs(120)).unwrap();
-    e2fsck_clean(&image);
+    assert_fsck_clean(&image);
 }
 
 fn free_port() -> u16 {

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::{scaled, Guest};
+use harness::{assert_fsck_clean, scaled, Guest};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_colinux-daemon");
 const CONSOLE: &str = env!("CARGO_BIN_EXE_colinux-console");
@@ -212,20 +212,6 @@ fn sigterm(pid: u32) {
     run("kill", &["-TERM", &pid.to_string()]);
 }
 
-fn e2fsck_clean(image: &Path) {
-    let out = Command::new("e2fsck")
-        .args(["-fn"])
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "e2fsck -fn {} after power-off:\n{}",
-        image.display(),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[test]
 fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
     let g = GuestDir::new();
@@ -290,7 +276,7 @@ fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
         std::fs::read_to_string(g.path("share/from-guest.txt")).unwrap(),
         "written-by-guest\n"
     );
-    e2fsck_clean(&g.path("root.ext4"));
+    assert_fsck_clean(&g.path("root.ext4"));
 }
 
 #[test]
@@ -349,7 +335,7 @@ fn a_detached_console_attaches_refuses_a_second_detaches_and_reattaches() {
     again
         .wait_for("the guest stopped", Duration::from_secs(10))
         .unwrap();
-    e2fsck_clean(&g.path("root.ext4"));
+    assert_fsck_clean(&g.path("root.ext4"));
 }
 
 /// A stand-in engine that only records that it ran.
