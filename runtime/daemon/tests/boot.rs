@@ -390,6 +390,22 @@ fn config_errors_are_reported_before_the_engine_starts() {
     assert!(err.contains("qemu-system-x86"), "{err}");
 }
 
+/// Runs the daemon in `dir`, expects success, returns its stdout.
+fn daemon_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(DAEMON)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Runs the daemon in `dir`, expects exit code `code`, returns its stderr.
 fn daemon_fails(dir: &Path, args: &[&str], code: i32) -> String {
     let out = Command::new(DAEMON)
@@ -457,24 +473,18 @@ fn dry_run_prints_settings_and_the_engine_command_and_starts_nothing() {
     let engine = fake_engine(dir.path());
     std::fs::write(dir.path().join("vmlinuz"), "k").unwrap();
     std::fs::write(dir.path().join("root.img"), "r").unwrap();
-    let out = Command::new(DAEMON)
-        .current_dir(dir.path())
-        .args([
+    let qemu = format!("qemu={}", engine.display());
+    let text = daemon_ok(
+        dir.path(),
+        &[
             "--dry-run",
             "kernel=vmlinuz",
             "cobd0=root.img",
             "accel=tcg",
             "mem=128",
-        ])
-        .arg(format!("qemu={}", engine.display()))
-        .arg("root=/dev/cobd0")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &qemu,
+            "root=/dev/cobd0",
+        ],
     );
     let lines: Vec<&str> = text.lines().collect();
     let at = lines
@@ -499,15 +509,6 @@ fn dry_run_prints_settings_and_the_engine_command_and_starts_nothing() {
 
 #[test]
 fn status_driver_says_what_will_be_used() {
-    let out = Command::new(DAEMON)
-        .arg("--status-driver")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = daemon_ok(Path::new("."), &["--status-driver"]);
     assert!(text.contains("will use"), "{text}");
 }

@@ -32,29 +32,23 @@ pub fn run(args: Args) -> Result<()> {
     let dir = root.join(&args.dir);
     std::fs::create_dir_all(&dir)?;
     let xtask = std::env::current_exe()?;
-    for stage_args in [
-        &["kernel", "--arch", "i386"][..],
+    // The binary users get, from the runtime stage.
+    let host = crate::runtime::Target::Linux.triple();
+    let stages: [&[&str]; 3] = [
+        &["kernel", "--arch", "i386"],
         &["image", "--distro", "debian"],
-    ] {
+        &["runtime", "--target", host],
+    ];
+    for stage_args in stages {
         let status = Command::new(&xtask).args(stage_args).status()?;
         if !status.success() {
             bail!("cargo xtask {} failed", stage_args.join(" "));
         }
     }
-    let status = stage::cargo()
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--package",
-            "colinux-daemon",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building colinux-daemon failed");
-    }
-    let daemon = root.join("target/release/colinux-daemon");
+    let daemon = root
+        .join("target/runtime")
+        .join(host)
+        .join("colinux-daemon");
     let kernel = root.join("target/kernel/i386/bzImage");
     let image = root.join("target/images/debian/debian.ext4");
     let conf = dir.join("bench.conf");
