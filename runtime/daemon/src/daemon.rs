@@ -263,14 +263,15 @@ pub fn run(
         name: name.to_string(),
         accel: choice.accel,
         host_ram_mb,
-        qmp: supervise::qmp_endpoint(&host::runtime_dir(name), 0),
     };
     let found = engine::find_engine(settings);
     if cli.dry_run {
         let program = found
             .clone()
             .unwrap_or_else(|_| PathBuf::from(engine::default_engine(settings.arch())));
-        let command = engine::engine_command(settings, &plan, program)
+        // The socket path is known; a Windows port is only picked at start.
+        let qmp = supervise::qmp_endpoint(&host::runtime_dir(name), 0);
+        let command = engine::engine_command(settings, &plan, &qmp, program)
             .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
         println!("# settings");
         print!("{}", settings.describe(Some(host_ram_mb)));

@@ -14,13 +14,12 @@ pub enum QmpEndpoint {
     Tcp(u16),
 }
 
-/// Everything the command line depends on besides the settings.
+/// What the command line depends on besides the settings and the QMP endpoint.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: String,
     pub accel: Accel,
     pub host_ram_mb: u64,
-    pub qmp: QmpEndpoint,
 }
 
 /// The program and its arguments, one per element.
@@ -126,6 +125,7 @@ fn esc_path(path: &Path) -> String {
 pub fn engine_command(
     settings: &Settings,
     plan: &Plan,
+    qmp: &QmpEndpoint,
     program: PathBuf,
 ) -> Result<EngineCommand, EngineError> {
     let mut a = Args::default();
@@ -173,7 +173,7 @@ pub fn engine_command(
         "-serial",
         "chardev:console",
     ]);
-    let qmp = match &plan.qmp {
+    let qmp = match qmp {
         QmpEndpoint::Unix(path) => format!("socket,id=qmp,path={}", esc_path(path)),
         QmpEndpoint::Tcp(port) => format!("socket,id=qmp,host=127.0.0.1,port={port}"),
     };
@@ -301,7 +301,6 @@ mod tests {
             name: "test".into(),
             accel: Accel::Tcg,
             host_ram_mb: 4096,
-            qmp: QmpEndpoint::Unix("/run/q.sock".into()),
         }
     }
 
@@ -312,7 +311,8 @@ mod tests {
 
     fn build(config: &str) -> Result<Vec<String>, EngineError> {
         let settings = colinux_config::parse_str(config, Path::new("/c/test.conf")).unwrap();
-        engine_command(&settings, &plan(), "qemu".into()).map(|c| c.args)
+        let qmp = QmpEndpoint::Unix("/run/q.sock".into());
+        engine_command(&settings, &plan(), &qmp, "qemu".into()).map(|c| c.args)
     }
 
     /// The value following `flag`, for every occurrence.
@@ -457,7 +457,9 @@ mod tests {
             host_ram_mb: 16384,
             ..plan()
         };
-        let args = engine_command(&settings, &plan, "q".into()).unwrap().args;
+        let args = engine_command(&settings, &plan, &QmpEndpoint::Tcp(4444), "q".into())
+            .unwrap()
+            .args;
         assert_eq!(values(&args, "-cpu"), ["host"]);
         assert_eq!(
             values(&args, "-m"),

@@ -145,11 +145,7 @@ pub fn run(
             format!("cannot create the QMP socket in {}: {e}", dir.display()),
         )
     })?;
-    let plan = Plan {
-        qmp: qmp_listener.endpoint(&dir),
-        ..plan
-    };
-    let command = engine::engine_command(settings, &plan, program)
+    let command = engine::engine_command(settings, &plan, &qmp_listener.endpoint(&dir), program)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
 
     let mut engine = Engine::spawn(&command)?;
