@@ -209,7 +209,9 @@ pub fn run(
 
     let outcome = supervise(&mut engine, &qmp, &rx, opts.shutdown_timeout);
     helpers.stop();
+    // Sockets do not unlink themselves; leave the runtime directory clean.
     let _ = std::fs::remove_file(&console_path);
+    let _ = std::fs::remove_file(dir.join("qmp.sock"));
     Ok(outcome)
 }
 
