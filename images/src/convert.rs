@@ -6,7 +6,7 @@ use crate::copy::sparse_copy;
 use crate::disk::{DiskImage, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{self, FsInfo};
-use crate::output::Output;
+use crate::output::{Output, Overwrite};
 use crate::qemu;
 use crate::table::{self, Partition, PartitionTable};
 use crate::Progress;
@@ -45,21 +45,20 @@ pub struct Converted {
     pub warnings: Vec<String>,
 }
 
-/// Writes exactly the planned partition's bytes to `output` as a sparse
-/// file, checks the filesystem in it, and only then moves it into place.
+/// Writes exactly the planned partition's bytes to `output` (sparse when it
+/// is a file), checks the filesystem in it, and only then moves it into
+/// place. See [`Output`] for what `output` may be.
 pub fn convert(
     plan: &Plan,
     output: &Path,
-    force: bool,
+    overwrite: Overwrite,
     progress: &dyn Progress,
 ) -> Result<Converted> {
-    let out = Output::create(output, force)?;
+    let out = Output::create(output, overwrite, &plan.disk.sources()?)?;
     let Partition { start, size, .. } = plan.partition;
+    out.prepare(size)?;
     match plan.disk.format {
         Format::Raw => {
-            out.file()
-                .set_len(size)
-                .map_err(|e| out.error("write it", e))?;
             sparse_copy(&plan.disk.file, start, out.file(), 0, size, progress)
                 .map_err(|e| out.error("write it", e))?;
         }
@@ -69,21 +68,10 @@ pub fn convert(
                 driver,
                 start,
                 size,
-                out.temp_path(),
+                out.target_path(),
                 progress,
             )?;
         }
-    }
-    let written = out
-        .file()
-        .metadata()
-        .map_err(|e| out.error("read it back", e))?
-        .len();
-    if written != size {
-        return Err(Error::new(
-            output,
-            ErrorKind::Unsupported(format!("wrote {written} bytes instead of {size}")),
-        ));
     }
     let found = fs::probe(out.file(), 0, size);
     let mut warnings = plan.table.warnings.clone();

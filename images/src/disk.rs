@@ -82,6 +82,13 @@ impl Format {
     }
 }
 
+/// A file an image reads from, and how to name it in an error.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub role: String,
+}
+
 /// An opened disk image: a raw file read directly, or any other container
 /// read through `qemu-img`.
 pub struct DiskImage {
@@ -128,6 +135,29 @@ impl DiskImage {
         })
     }
 
+    /// Every file this image's contents are read from, with what it is to
+    /// the image: the image itself, then (through qemu-img) its whole
+    /// backing chain. Writing any of them would destroy the input.
+    pub fn sources(&self) -> Result<Vec<Source>> {
+        let input = Source {
+            path: self.path.clone(),
+            role: format!("is the input {} (the same file)", self.path.display()),
+        };
+        let Format::Qemu(driver) = self.format else {
+            return Ok(vec![input]);
+        };
+        let chain = qemu::backing_chain(&self.path, driver)?;
+        let backing = chain.windows(2).map(|pair| Source {
+            path: pair[1].clone(),
+            role: format!(
+                "is the backing file of {}, part of the input {}",
+                pair[0].display(),
+                self.path.display()
+            ),
+        });
+        Ok(std::iter::once(input).chain(backing).collect())
+    }
+
     fn read_window(&self, index: u64) -> io::Result<Vec<u8>> {
         let Format::Qemu(driver) = self.format else {
             unreachable!("raw images are read directly")
@@ -172,7 +202,10 @@ impl ReadAt for DiskImage {
 
 impl ReadAt for File {
     fn size(&self) -> u64 {
-        self.metadata().map_or(0, |m| m.len())
+        // Seeking to the end also sizes block devices, whose metadata says 0.
+        // Every read and write here is positioned, so the offset is unused.
+        let mut file = self;
+        file.seek(SeekFrom::End(0)).unwrap_or(0)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.read_exact_at(buf, offset)

@@ -81,6 +81,20 @@ pub enum ErrorKind {
     NotSectorMultiple { len: u64, sector: u64 },
     #[error("already exists; pass --force to overwrite it")]
     Exists,
+    /// The output would overwrite a file the input reads from; `role` says
+    /// which ("is the input x.img (the same file)", "is the backing file of …").
+    #[error("{role}: writing it would destroy the input; choose another output (--force does not change this)")]
+    IsInput { role: String },
+    #[error(
+        "is a block device; pass --overwrite-device to write the image onto it (--force does not)"
+    )]
+    DeviceNeedsFlag,
+    #[error("is {len} bytes, too small for the {needed}-byte image")]
+    DeviceTooSmall { len: u64, needed: u64 },
+    #[error("is {0}; the output must be a regular file or a block device")]
+    NotWritable(&'static str),
+    #[error("is a symbolic link to {0}, which does not exist; name the target itself, or remove the link")]
+    DanglingLink(PathBuf),
     #[error("`{command}` failed: {message}")]
     Tool { command: String, message: String },
     /// Input we understand but cannot do what was asked with.

@@ -24,6 +24,7 @@ pub mod todisk;
 pub use convert::{convert, Plan};
 pub use disk::{DiskImage, Format, ReadAt};
 pub use error::{Error, Result, TableError};
+pub use output::Overwrite;
 pub use table::{Partition, PartitionTable, Scheme};
 
 /// Receives progress of long copies. The library never draws anything itself.

@@ -5,7 +5,7 @@
 //! `json:{"driver":"raw","offset":…,"size":…,"file":{"driver":"qcow2",…}}`.
 
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::json;
@@ -82,20 +82,50 @@ fn tool_failure(path: &Path, args: &[&str], stderr: &[u8]) -> Error {
     )
 }
 
-/// The virtual disk size of an image in the given qemu format.
-pub fn virtual_size(path: &Path, driver: &str) -> Result<u64> {
+/// `qemu-img info --output=json` (with `extra` arguments), parsed.
+fn info(path: &Path, driver: &str, extra: &[&str]) -> Result<serde_json::Value> {
     let path_str = path.to_string_lossy();
-    let args = ["info", "--output=json", "-f", driver, &path_str];
+    let mut args = vec!["info", "--output=json", "-f", driver];
+    args.extend_from_slice(extra);
+    args.push(&path_str);
     let stdout = run(path, &args)?;
-    let info: serde_json::Value = serde_json::from_slice(&stdout)
-        .map_err(|e| tool_failure(path, &args, format!("unreadable JSON: {e}").as_bytes()))?;
-    info["virtual-size"]
-        .as_u64()
-        .ok_or_else(|| tool_failure(path, &args, b"no virtual-size in its answer"))
+    serde_json::from_slice(&stdout)
+        .map_err(|e| tool_failure(path, &args, format!("unreadable JSON: {e}").as_bytes()))
 }
 
-/// Copies bytes `offset..offset+size` of the image into the raw file `out`,
-/// sparse (qemu-img leaves all-zero 4 KiB blocks as holes).
+/// The virtual disk size of an image in the given qemu format.
+pub fn virtual_size(path: &Path, driver: &str) -> Result<u64> {
+    info(path, driver, &[])?["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| {
+            tool_failure(
+                path,
+                &["info", "--output=json"],
+                b"no virtual-size in its answer",
+            )
+        })
+}
+
+/// The image and every file of its backing chain, in order, as qemu-img
+/// resolves them. A backing file given as a `json:{…}` specification names
+/// no single file and is left out.
+pub fn backing_chain(path: &Path, driver: &str) -> Result<Vec<PathBuf>> {
+    let chain = info(path, driver, &["--backing-chain"])?;
+    let images = match &chain {
+        serde_json::Value::Array(images) => images.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    Ok(images
+        .iter()
+        .filter_map(|image| image["filename"].as_str())
+        .filter(|name| !name.starts_with("json:"))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Copies bytes `offset..offset+size` of the image into `out`, a file or
+/// block device already `size` bytes long and reading as zeros there:
+/// qemu-img writes only the data, so a file stays sparse.
 pub fn extract(
     path: &Path,
     driver: &str,
@@ -106,7 +136,16 @@ pub fn extract(
 ) -> Result<()> {
     let source = range_source(path, driver, offset, size);
     let out_str = out.to_string_lossy();
-    let args = ["convert", "-p", "-O", "raw", &source, &out_str];
+    let args = [
+        "convert",
+        "-p",
+        "-n",
+        "--target-is-zero",
+        "-O",
+        "raw",
+        &source,
+        &out_str,
+    ];
     convert_with_progress(path, &args, size, progress)
 }
 

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{self, FsKind};
 use crate::gpt::{self, Guid};
 use crate::mbr;
-use crate::output::Output;
+use crate::output::{Output, Overwrite};
 use crate::table;
 use crate::{qemu, Progress};
 
@@ -52,13 +52,14 @@ fn seed(image: &DiskImage) -> std::io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Wraps the filesystem image `input` into a one-partition disk at `output`.
+/// Wraps the filesystem image `input` into a one-partition disk at `output`
+/// (see [`Output`] for what it may be; a block device takes a raw disk).
 pub fn to_disk(
     input: &Path,
     output: &Path,
     layout: Layout,
     format: DiskFormat,
-    force: bool,
+    overwrite: Overwrite,
     progress: &dyn Progress,
 ) -> Result<Wrapped> {
     let image = DiskImage::open(input)?;
@@ -87,21 +88,21 @@ pub fn to_disk(
         return Err(Error::new(input, ErrorKind::Unrecognised));
     }
     let seed = seed(&image).map_err(|e| Error::io(input, "read it", e))?;
-    let out = Output::create(output, force)?;
+    let out = Output::create(output, overwrite, &image.sources()?)?;
 
     // Build the raw disk, then (for qcow2) convert it next to the output.
     let raw_temp;
     let raw = if format == DiskFormat::Raw {
         &out
     } else {
-        raw_temp = Output::create(&output.with_extension("raw.partial"), true)?;
+        raw_temp = out.scratch()?;
         &raw_temp
     };
     let wrapped = write_raw(&image, raw, layout, fs, &seed, progress)?;
     if format == DiskFormat::Qcow2 {
         qemu::raw_to_qcow2(
-            raw.temp_path(),
-            out.temp_path(),
+            raw.target_path(),
+            out.target_path(),
             wrapped.disk_size,
             progress,
         )?;
@@ -146,7 +147,7 @@ fn write_raw(
                 sectors,
             };
             let disk_id = u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]);
-            out.file().set_len(disk_size).map_err(write)?;
+            out.prepare(disk_size)?;
             out.file()
                 .write_all_at(&mbr::build(disk_id, &[entry]), 0)
                 .map_err(write)?;
@@ -171,7 +172,7 @@ fn write_raw(
                 name: if swap { "swap" } else { "root" }.into(),
             };
             let layout = gpt::build(ss, disk_size, Guid::from_seed(seed), &[entry]);
-            out.file().set_len(disk_size).map_err(write)?;
+            out.prepare(disk_size)?;
             out.file().write_all_at(&layout.head, 0).map_err(write)?;
             out.file()
                 .write_all_at(&layout.tail, layout.tail_offset)

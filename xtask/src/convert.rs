@@ -12,11 +12,17 @@ use crate::progress::Reporter;
 /// filesystem image that cobd wants, by extracting one partition; or, with
 /// --to-disk, wrap a filesystem image into a partitioned disk.
 ///
-/// The output is sparse, written to a temporary file and renamed into place
-/// when complete. An existing output is never replaced without --force.
+/// A file output is sparse, written to a temporary file and renamed into
+/// place when complete; an existing file is never replaced without --force.
+/// A symbolic link is followed: its target is written (replaced as above)
+/// and the link stays. A block device is written in place, from its first
+/// byte, only with --overwrite-device; the rest of it is left as it was.
+/// Any other output (character device, FIFO, directory) is refused, and so
+/// is the input itself or any file it reads from (a qcow2 backing file),
+/// whatever the flags.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask convert --list debian.qcow2\n  cargo xtask convert debian.qcow2 root_fs.ext4\n  cargo xtask convert --partition 5 disk.img root_fs.ext4\n  cargo xtask convert --to-disk --gpt root_fs.ext4 disk.qcow2"
+    after_help = "Examples:\n  cargo xtask convert --list debian.qcow2\n  cargo xtask convert debian.qcow2 root_fs.ext4\n  cargo xtask convert --partition 5 disk.img root_fs.ext4\n  cargo xtask convert --overwrite-device debian.qcow2 /dev/sdb1\n  cargo xtask convert --to-disk --gpt root_fs.ext4 disk.qcow2"
 )]
 pub struct Args {
     /// The disk image to read (with --to-disk: the filesystem image).
@@ -31,9 +37,13 @@ pub struct Args {
     /// Default: the only partition that holds a Linux filesystem.
     #[arg(short, long, value_name = "N")]
     partition: Option<u32>,
-    /// Replace OUTPUT if it exists.
+    /// Replace OUTPUT if it is an existing regular file (or a link to one).
     #[arg(short, long)]
     force: bool,
+    /// Write onto OUTPUT if it is a block device (a host partition or disk):
+    /// in place, from its first byte, after checking that the image fits.
+    #[arg(long)]
+    overwrite_device: bool,
     /// The reverse: wrap the filesystem image INPUT into a one-partition disk image.
     /// Default layout: MBR, partition at sector 2048.
     #[arg(long, conflicts_with = "partition")]
@@ -50,6 +60,15 @@ pub struct Args {
     /// With --to-disk: the output container. Default: qcow2 if OUTPUT ends in .qcow2, else raw.
     #[arg(long, requires = "to_disk", value_enum)]
     format: Option<Format>,
+}
+
+impl Args {
+    fn overwrite(&self) -> images::Overwrite {
+        images::Overwrite {
+            file: self.force,
+            device: self.overwrite_device,
+        }
+    }
 }
 
 fn sector_size(text: &str) -> Result<u64, String> {
@@ -102,7 +121,7 @@ pub fn run(args: Args) -> Result<()> {
                 .map_or("no filesystem found".into(), |f| f.kind.to_string())
         ),
     }
-    let done = images::convert(&plan, &output, args.force, &Reporter::new("convert"))?;
+    let done = images::convert(&plan, &output, args.overwrite(), &Reporter::new("convert"))?;
     for w in &done.warnings {
         tracing::warn!("{w}");
     }
@@ -134,7 +153,7 @@ fn to_disk(input: &std::path::Path, output: &std::path::Path, args: &Args) -> Re
         output,
         layout,
         format,
-        args.force,
+        args.overwrite(),
         &Reporter::new("to-disk"),
     )?;
     tracing::info!(
