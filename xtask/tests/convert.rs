@@ -3,7 +3,7 @@
 //! compared byte for byte with what `dd` gives at the right offset.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -161,7 +161,10 @@ fn assert_fails_cleanly(out: &Output, needle: &str, output: &Path) {
     );
     assert!(last.contains(needle), "expected {needle:?} in {last:?}");
     assert!(!output.exists(), "{} was left behind", output.display());
-    let dir = output.parent().unwrap();
+    assert_no_temporary_files(output.parent().unwrap());
+}
+
+fn assert_no_temporary_files(dir: &Path) {
     let leftovers: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -633,10 +636,438 @@ fn help_is_accurate() {
         "--sector-size",
         "--legacy-63",
         "--format",
+        "--overwrite-device",
     ] {
         assert!(
             text.contains(flag),
             "convert --help does not document {flag}"
         );
     }
+}
+
+/// Asserts the command was refused with `needle` in its one-line error, left
+/// every file in `untouched` with the bytes it had, and no temporary file in
+/// `dir`.
+fn assert_refused(out: &Output, needle: &str, untouched: &[(&Path, &[u8])], dir: &Path) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected a refusal, got success: {err}"
+    );
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: "),
+        "the error is not one line: {err}"
+    );
+    assert!(last.contains(needle), "expected {needle:?} in {last:?}");
+    for (path, bytes) in untouched {
+        assert!(
+            fs::read(path).unwrap() == *bytes,
+            "{} was changed",
+            path.display()
+        );
+    }
+    assert_no_temporary_files(dir);
+}
+
+/// An MBR disk of `mib` MiB whose partition 1 is exactly `fs_img`, at 1 MiB.
+fn mbr_disk(fs_img: &Path, disk: &Path, mib: u64) {
+    blank(disk, mib * MIB);
+    let sectors = fs::metadata(fs_img).unwrap().len() / 512;
+    let script = format!("start=2048, size={sectors}, type=83\n");
+    sh("sfdisk", &[&"-q", &disk], Some(&script));
+    embed(fs_img, disk, MIB);
+}
+
+#[test]
+fn output_that_is_the_input_is_refused_whatever_force_says() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    let fs_img = ext4(dir, "root", 8);
+    let disk = dir.join("disk.img");
+    mbr_disk(&fs_img, &disk, 12);
+    let disk_bytes = fs::read(&disk).unwrap();
+    let fs_bytes = fs::read(&fs_img).unwrap();
+    fs::create_dir(dir.join("sub")).unwrap();
+    let via_dotdot = dir.join("sub/../disk.img");
+    let link = dir.join("link.img");
+    std::os::unix::fs::symlink("disk.img", &link).unwrap();
+    let hard = dir.join("hard.img");
+    fs::hard_link(&disk, &hard).unwrap();
+    for output in [&disk, &via_dotdot, &link, &hard] {
+        for force in [&[][..], &["--force"][..]] {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"convert"];
+            args.extend(force.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+            args.push(&disk);
+            args.push(output);
+            assert_refused(
+                &xtask(&args),
+                "disk.img (the same file): writing it would destroy the input; choose another output (--force does not change this)",
+                &[(&disk, &disk_bytes)],
+                dir,
+            );
+        }
+    }
+    // The input named through a link, the output by its own name.
+    let out = xtask(&[&"convert", &"-f", &link, &disk]);
+    assert_refused(&out, "is the input", &[(&disk, &disk_bytes)], dir);
+    // --to-disk follows the same rule.
+    let out = xtask(&[&"convert", &"--to-disk", &"-f", &fs_img, &fs_img]);
+    assert_refused(&out, "root: is the input", &[(&fs_img, &fs_bytes)], dir);
+    let fs_link = dir.join("fs-link");
+    std::os::unix::fs::symlink(&fs_img, &fs_link).unwrap();
+    let out = xtask(&[&"convert", &"--to-disk", &"-f", &fs_img, &fs_link]);
+    assert_refused(&out, "fs-link: is the input", &[(&fs_img, &fs_bytes)], dir);
+}
+
+#[test]
+fn output_in_the_inputs_backing_chain_is_refused() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    let fs_img = ext4(dir, "root", 8);
+    let base = dir.join("base.img");
+    mbr_disk(&fs_img, &base, 12);
+    // base.img <- mid.qcow2 <- top.qcow2, named relative to their directory.
+    sh(
+        "qemu-img",
+        &[
+            &"create",
+            &"-q",
+            &"-f",
+            &"qcow2",
+            &"-b",
+            &"base.img",
+            &"-F",
+            &"raw",
+            &dir.join("mid.qcow2"),
+        ],
+        None,
+    );
+    sh(
+        "qemu-img",
+        &[
+            &"create",
+            &"-q",
+            &"-f",
+            &"qcow2",
+            &"-b",
+            &"mid.qcow2",
+            &"-F",
+            &"qcow2",
+            &dir.join("top.qcow2"),
+        ],
+        None,
+    );
+    let top = dir.join("top.qcow2");
+    let mid = dir.join("mid.qcow2");
+    let before: Vec<(PathBuf, Vec<u8>)> = [&base, &mid, &top]
+        .iter()
+        .map(|p| (p.to_path_buf(), fs::read(p).unwrap()))
+        .collect();
+    let untouched: Vec<(&Path, &[u8])> =
+        before.iter().map(|(p, b)| (p.as_path(), &b[..])).collect();
+    let base_link = dir.join("base-link");
+    std::os::unix::fs::symlink(&base, &base_link).unwrap();
+    for (output, needle) in [
+        (&mid, "mid.qcow2: is the backing file of"),
+        (&base, "base.img: is the backing file of"),
+        (&base_link, "base-link: is the backing file of"),
+        (&top, "top.qcow2: is the input"),
+    ] {
+        let out = xtask(&[&"convert", &"--force", &top, output]);
+        assert_refused(&out, needle, &untouched, dir);
+        assert!(
+            stderr(&out).contains("writing it would destroy the input"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Another output is fine, and holds the filesystem.
+    let out_path = dir.join("out.ext4");
+    let out = xtask(&[&"convert", &top, &out_path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::read(&out_path).unwrap() == fs::read(&fs_img).unwrap());
+}
+
+#[test]
+fn character_devices_fifos_and_dangling_links_are_refused() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    let fs_img = ext4(dir, "root", 8);
+    let fs_bytes = fs::read(&fs_img).unwrap();
+    let null = Path::new("/dev/null");
+    for flags in [&[][..], &["--force"], &["--overwrite-device"]] {
+        for to_disk in [&[][..], &["--to-disk"]] {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"convert"];
+            args.extend(
+                to_disk
+                    .iter()
+                    .chain(flags)
+                    .map(|f| f as &dyn AsRef<std::ffi::OsStr>),
+            );
+            args.push(&fs_img);
+            args.push(&null);
+            assert_refused(
+                &xtask(&args),
+                "/dev/null: is a character device; the output must be a regular file or a block device",
+                &[(&fs_img, &fs_bytes)],
+                dir,
+            );
+            assert!(fs::metadata(null).unwrap().file_type().is_char_device());
+        }
+    }
+    let fifo = dir.join("fifo");
+    sh("mkfifo", &[&fifo], None);
+    let out = xtask(&[&"convert", &"-f", &fs_img, &fifo]);
+    assert_refused(
+        &out,
+        "fifo: is a FIFO; the output must be",
+        &[(&fs_img, &fs_bytes)],
+        dir,
+    );
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    let dangling = dir.join("dangling");
+    std::os::unix::fs::symlink("nowhere.ext4", &dangling).unwrap();
+    let out = xtask(&[&"convert", &"-f", &fs_img, &dangling]);
+    assert_refused(
+        &out,
+        "dangling: is a symbolic link to nowhere.ext4, which does not exist",
+        &[(&fs_img, &fs_bytes)],
+        dir,
+    );
+    assert!(!dir.join("nowhere.ext4").exists());
+}
+
+#[test]
+fn a_link_output_is_written_through_to_its_target() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    let fs_img = ext4(dir, "root", 8);
+    let fs_bytes = fs::read(&fs_img).unwrap();
+    // The link and its target in different directories: the temporary file
+    // goes beside the target, so the rename stays within one filesystem.
+    fs::create_dir(dir.join("images")).unwrap();
+    let target = dir.join("images/root.ext4");
+    fs::write(&target, b"old").unwrap();
+    let link = dir.join("root_fs.ext4");
+    std::os::unix::fs::symlink("images/root.ext4", &link).unwrap();
+    let out = xtask(&[&"convert", &fs_img, &link]);
+    assert_refused(
+        &out,
+        "root_fs.ext4: already exists; pass --force",
+        &[(&target, b"old"), (&fs_img, &fs_bytes)],
+        &dir.join("images"),
+    );
+    let out = xtask(&[&"convert", &"--force", &fs_img, &link]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("images/root.ext4"));
+    assert!(fs::read(&target).unwrap() == fs_bytes);
+    // --to-disk likewise.
+    let disk = dir.join("images/disk.img");
+    fs::write(&disk, b"old").unwrap();
+    let disk_link = dir.join("disk-link.img");
+    std::os::unix::fs::symlink(&disk, &disk_link).unwrap();
+    let out = xtask(&[&"convert", &"--to-disk", &"-f", &fs_img, &disk_link]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::symlink_metadata(&disk_link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(fs::read(&disk).unwrap()[MIB as usize..][..fs_bytes.len()] == fs_bytes[..]);
+    assert_no_temporary_files(dir);
+    assert_no_temporary_files(&dir.join("images"));
+}
+
+/// A loop device over a file, detached when dropped.
+struct Loop(PathBuf);
+
+impl Loop {
+    /// `None` where this machine cannot make one: not root, or no loop
+    /// devices in this container. As root with /dev/loop-control, failing
+    /// to make one fails the test rather than hiding it.
+    fn over(file: &Path) -> Option<Loop> {
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/loop-control").exists() {
+            eprintln!("no loop device here (needs root and /dev/loop-control): block-device checks skipped");
+            return None;
+        }
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup runs");
+        assert!(out.status.success(), "losetup: {}", stderr(&out));
+        Some(Loop(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim(),
+        )))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A file of `len` bytes of 0xaa: old contents that must not show through.
+fn filled(path: &Path, len: u64) -> Vec<u8> {
+    let bytes = vec![0xaa; len as usize];
+    fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// Writing onto a real block device (a loop device over a file, which the
+/// test then reads): in place, only with --overwrite-device, size checked.
+#[test]
+fn block_device_output_is_written_in_place_with_overwrite_device() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    let fs_img = ext4(dir, "root", 8);
+    let fs_bytes = fs::read(&fs_img).unwrap();
+    let disk = dir.join("disk.img");
+    mbr_disk(&fs_img, &disk, 12);
+    let backing = dir.join("device.img");
+    let old = filled(&backing, 12 * MIB);
+    let Some(dev) = Loop::over(&backing) else {
+        return;
+    };
+    let dev = dev.0.as_path();
+
+    // Without its own flag, --force or not, the device is left alone.
+    for force in [&[][..], &["--force"]] {
+        for to_disk in [&[][..], &["--to-disk"]] {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"convert"];
+            args.extend(
+                to_disk
+                    .iter()
+                    .chain(force)
+                    .map(|f| f as &dyn AsRef<std::ffi::OsStr>),
+            );
+            args.push(if to_disk.is_empty() { &disk } else { &fs_img });
+            args.push(&dev);
+            assert_refused(
+                &xtask(&args),
+                "is a block device; pass --overwrite-device to write the image onto it (--force does not)",
+                &[(&backing, &old)],
+                dir,
+            );
+        }
+    }
+
+    // A loop device over the input is the input.
+    let disk_bytes = fs::read(&disk).unwrap();
+    let over_input = Loop::over(&disk).expect("a second loop device");
+    let out = xtask(&[&"convert", &"--overwrite-device", &disk, &over_input.0]);
+    assert_refused(&out, "is a loop device over", &[(&disk, &disk_bytes)], dir);
+    drop(over_input);
+
+    // The partition lands at the device's first byte; its zero blocks are
+    // written as zeros; the rest of the device keeps its old bytes. A link
+    // to the device (as in /dev/disk/by-id) is written through.
+    let link = dir.join("by-id");
+    std::os::unix::fs::symlink(dev, &link).unwrap();
+    let out = xtask(&[&"convert", &"--overwrite-device", &disk, &link]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let got = fs::read(&backing).unwrap();
+    assert!(got[..fs_bytes.len()] == fs_bytes[..], "partition bytes");
+    assert!(
+        got[fs_bytes.len()..] == old[fs_bytes.len()..],
+        "past the image"
+    );
+
+    // Through qemu-img too (a qcow2 input).
+    filled(&backing, 12 * MIB);
+    let qcow2 = dir.join("disk.qcow2");
+    sh(
+        "qemu-img",
+        &[&"convert", &"-f", &"raw", &"-O", &"qcow2", &disk, &qcow2],
+        None,
+    );
+    let out = xtask(&[&"convert", &"--overwrite-device", &qcow2, &dev]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = fs::read(&backing).unwrap();
+    assert!(
+        got[..fs_bytes.len()] == fs_bytes[..],
+        "qcow2: partition bytes"
+    );
+    assert!(
+        got[fs_bytes.len()..] == old[fs_bytes.len()..],
+        "qcow2: past the image"
+    );
+
+    // --to-disk: a raw disk the partitioning tools read; qcow2 is refused.
+    let before = filled(&backing, 12 * MIB);
+    let out = xtask(&[
+        &"convert",
+        &"--to-disk",
+        &"--format",
+        &"qcow2",
+        &"--overwrite-device",
+        &fs_img,
+        &dev,
+    ]);
+    assert_refused(
+        &out,
+        "is a block device, which takes a raw disk, not qcow2",
+        &[(&backing, &before)],
+        dir,
+    );
+    let out = xtask(&[
+        &"convert",
+        &"--to-disk",
+        &"--overwrite-device",
+        &fs_img,
+        &dev,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dump = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(dev)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&dump.stdout)
+            .contains("start=        2048, size=       16384, type=83"),
+        "{}",
+        String::from_utf8_lossy(&dump.stdout)
+    );
+    let got = fs::read(&backing).unwrap();
+    assert!(
+        got[MIB as usize..][..fs_bytes.len()] == fs_bytes[..],
+        "to-disk: partition bytes"
+    );
+    assert!(
+        got[446 - 16..446].iter().all(|&b| b == 0),
+        "to-disk: old bytes before the table"
+    );
+
+    // A device too small for the image is refused before anything is written.
+    let small = dir.join("small.img");
+    let small_old = filled(&small, 4 * MIB);
+    let Some(small_dev) = Loop::over(&small) else {
+        return;
+    };
+    let out = xtask(&[&"convert", &"--overwrite-device", &disk, &small_dev.0]);
+    assert_refused(
+        &out,
+        "is 4194304 bytes, too small for the 8388608-byte image",
+        &[(&small, &small_old)],
+        dir,
+    );
+    let out = xtask(&[
+        &"convert",
+        &"--to-disk",
+        &"--overwrite-device",
+        &fs_img,
+        &small_dev.0,
+    ]);
+    assert_refused(&out, "too small for the", &[(&small, &small_old)], dir);
 }
