@@ -11,96 +11,220 @@ pub struct Args {
     /// Only print what is missing and the commands that install it.
     #[arg(long)]
     check: bool,
+    /// Print every package with the stage that needs it and why, and exit.
+    #[arg(long, conflicts_with = "check")]
+    list: bool,
 }
 
-/// What one stage needs from the host. Each new stage adds its row.
-struct Needs {
-    stage: &'static str,
-    apt: &'static [&'static str],
-    rustup_targets: &'static [&'static str],
+/// What one stage (with its tests) needs from the host. Each new stage adds
+/// its row.
+pub struct Needs {
+    pub stage: &'static str,
+    /// Debian packages, each with the reason. Setup installs with
+    /// --no-install-recommends, so a Recommends we rely on is listed here.
+    pub apt: &'static [(&'static str, &'static str)],
+    /// The programs the stage and its tests run, by name on PATH (or
+    /// /usr/sbin, /sbin) or by absolute path. A test checks that each comes
+    /// from a package this table installs (or one they depend on, or one
+    /// that every Debian system has).
+    pub programs: &'static [&'static str],
+    pub rustup_targets: &'static [&'static str],
 }
 
-const NEEDS: &[Needs] = &[
+pub const NEEDS: &[Needs] = &[
     Needs {
-        // qemu-img reads qcow2, vmdk, vdi and vhdx, and writes qcow2.
-        stage: "convert",
-        apt: &["qemu-utils"],
-        rustup_targets: &[],
-    },
-    Needs {
-        // The tests make their fixtures with the real partitioning and mkfs tools.
-        stage: "convert tests and bench",
-        apt: &["fdisk", "gdisk", "e2fsprogs", "dosfstools"],
-        rustup_targets: &[],
-    },
-    Needs {
-        // The guest kernel: Debian's 6.1 source, patch, the kernel's build
-        // dependencies, and ccache to make rebuilds cheap.
-        stage: "kernel",
-        apt: &[
-            "linux-source-6.1",
-            "patch",
-            "make",
-            "gcc",
-            "bc",
-            "flex",
-            "bison",
-            "libelf-dev",
-            "libssl-dev",
-            "cpio",
-            "xz-utils",
-            "ccache",
+        stage: "every stage",
+        apt: &[("git", "SOURCE_DATE_EPOCH is the time of the last commit")],
+        // The rest come with every Debian system (essential or required).
+        programs: &[
+            "git", "sh", "bash", "date", "tar", "gzip", "sha256sum", "cp", "dd", "cmp", "sync",
+            "apt-get", "apt-cache", "dpkg-query", "dpkg-deb",
         ],
         rustup_targets: &[],
     },
     Needs {
-        // The boot smoke test: QEMU, and static guest binaries for each guest arch.
-        stage: "kernel smoke test",
-        apt: &["qemu-system-x86"],
+        stage: "convert",
+        apt: &[(
+            "qemu-utils",
+            "qemu-img reads qcow2, vmdk, vdi and vhdx, and writes qcow2",
+        )],
+        programs: &["qemu-img"],
+        rustup_targets: &[],
+    },
+    Needs {
+        stage: "convert tests and bench",
+        apt: &[
+            ("fdisk", "sfdisk partitions the MBR fixtures"),
+            ("gdisk", "sgdisk partitions and checks the GPT fixtures"),
+            ("e2fsprogs", "mke2fs makes and e2fsck checks the filesystems"),
+            ("dosfstools", "mkfs.vfat makes a non-Linux partition"),
+        ],
+        programs: &["fdisk", "sfdisk", "sgdisk", "mke2fs", "e2fsck", "mkfs.vfat", "mkswap"],
+        rustup_targets: &[],
+    },
+    Needs {
+        stage: "kernel",
+        apt: &[
+            ("linux-source-6.1", "Debian's kernel source, verified by apt"),
+            ("patch", "applies our patch series"),
+            ("make", "drives the kernel build"),
+            ("gcc", "compiles the kernel"),
+            (
+                "libc6-dev",
+                "the kernel's host programs (kconfig, fixdep) need libc's headers; only a Recommends of gcc",
+            ),
+            ("bc", "the kernel's build computes timer constants with it"),
+            ("flex", "kconfig's lexer"),
+            ("bison", "kconfig's parser"),
+            ("libelf-dev", "objtool reads ELF with it"),
+            ("libssl-dev", "the kernel's certificate tools link with it"),
+            ("cpio", "packs the kernel smoke test's initramfs"),
+            ("xz-utils", "unpacks the source tarball"),
+            (
+                "kmod",
+                "depmod writes modules.dep into the modules tarball; without it make only warns and the guest cannot modprobe; only a Recommends of linux-source-6.1",
+            ),
+            ("ccache", "makes kernel rebuilds cheap"),
+        ],
+        programs: &[
+            "patch", "make", "gcc", "bc", "flex", "bison", "cpio", "xz", "depmod", "ccache",
+        ],
+        rustup_targets: &[],
+    },
+    Needs {
+        stage: "kernel smoke test and every boot test",
+        apt: &[(
+            "qemu-system-x86",
+            "the engine: qemu-system-i386 and qemu-system-x86_64 (SeaBIOS and the virtio-net option ROM come with it)",
+        )],
+        programs: &["qemu-system-i386", "qemu-system-x86_64"],
         rustup_targets: &["i686-unknown-linux-musl", "x86_64-unknown-linux-musl"],
     },
     Needs {
-        // Root filesystems: mmdebstrap (uidmap for its unshare mode), the
-        // Debian archive keyring, curl to check the mirror first, mke2fs and
-        // debugfs, zstd for the compressed copy. (Ubuntu's keyring is not
-        // in Debian bookworm: the ubuntu recipe says where to get it.)
         stage: "image",
         apt: &[
-            "mmdebstrap",
-            "uidmap",
-            "debian-archive-keyring",
-            "curl",
-            "e2fsprogs",
-            "zstd",
+            ("mmdebstrap", "bootstraps the root filesystem"),
+            (
+                "arch-test",
+                "mmdebstrap refuses a foreign-architecture (i386 on amd64) bootstrap without it; only a Recommends of mmdebstrap",
+            ),
+            (
+                "gpg",
+                "mmdebstrap reads the archive keyring with it to write the chroot's signed-by; only a Recommends of mmdebstrap",
+            ),
+            ("uidmap", "newuidmap for mmdebstrap's unshare mode, when not root"),
+            ("debian-archive-keyring", "verifies the Debian archive"),
+            ("curl", "checks that the mirror answers before bootstrapping"),
+            ("e2fsprogs", "mke2fs -d makes the image, debugfs fixes its times"),
+            ("zstd", "the compressed copy of the image"),
+        ],
+        programs: &[
+            "mmdebstrap", "arch-test", "gpg", "curl", "mke2fs", "debugfs", "e2fsck", "zstd",
+            "unshare", "setpriv",
         ],
         rustup_targets: &[],
     },
     Needs {
-        // The image boot test logs in over SSH through QEMU's port forward.
         stage: "image boot test",
-        apt: &["openssh-client"],
+        apt: &[("openssh-client", "logs in over QEMU's port forward")],
+        programs: &["ssh", "ssh-keygen"],
         rustup_targets: &[],
     },
     Needs {
-        // The runtime for Windows hosts: mingw-w64 links x86_64-pc-windows-gnu
-        // binaries, and Wine runs their unit tests; QEMU is the engine.
         stage: "runtime",
-        apt: &["gcc-mingw-w64-x86-64", "wine64", "wine", "qemu-system-x86"],
+        apt: &[
+            (
+                "gcc-mingw-w64-x86-64",
+                "links the x86_64-pc-windows-gnu binaries",
+            ),
+            ("wine64", "runs the Windows binaries' tests (/usr/lib/wine/wine64)"),
+            (
+                "wine",
+                "the wine launchers, for running a Windows binary by hand",
+            ),
+        ],
+        programs: &["x86_64-w64-mingw32-gcc", "/usr/lib/wine/wine64"],
         rustup_targets: &["x86_64-pc-windows-gnu"],
     },
 ];
 
+/// Recommends of the packages above that setup leaves out, each with the
+/// reason. A test checks that every Recommends is installed by setup or
+/// named here, so a new one is a decision, not an accident.
+pub const NOT_NEEDED: &[(&str, &str)] = &[
+    ("build-essential", "the kernel row lists what it uses of it"),
+    ("rsync", "only the kernel's headers_install uses it"),
+    (
+        "linux-config-6.1",
+        "our config is tinyconfig plus our fragments",
+    ),
+    (
+        "libfl-dev",
+        "the kernel's lexers use noyywrap, not flex's library",
+    ),
+    (
+        "fakechroot",
+        "mmdebstrap's fakechroot mode; we use root and unshare",
+    ),
+    (
+        "fakeroot",
+        "mmdebstrap's fakechroot mode; we use root and unshare",
+    ),
+    (
+        "libdistro-info-perl",
+        "mmdebstrap knows bookworm and trixie without it",
+    ),
+    (
+        "libdpkg-perl",
+        "mmdebstrap guesses a keyring with it; we name ours with --keyring",
+    ),
+    ("gnupg", "mmdebstrap only runs gpg itself"),
+    ("mount", "priority required: on every Debian system"),
+    ("qemu-system-gui", "guests run without a display"),
+    ("ovmf", "guests boot with SeaBIOS, not UEFI"),
+    ("qemu-block-extra", "no network block backends are used"),
+    ("wine32", "our Windows binaries are 64-bit only"),
+    ("xauth", "ssh here never forwards X11"),
+    ("sensible-utils", "fdisk's interactive pager and editor"),
+    ("groff-base", "gdisk's manual pages"),
+    ("e2fsprogs-l10n", "translations"),
+    (
+        "ca-certificates",
+        "git and curl here only speak to the archives over HTTP",
+    ),
+    ("less", "git's pager"),
+];
+
+/// Programs the code runs that setup does not install, and why.
+pub const NOT_OURS: &[(&str, &str)] = &[
+    ("cargo", "the Rust toolchain, installed with rustup first"),
+    ("rustup", "the Rust toolchain, installed with rustup first"),
+    (
+        "systemctl",
+        "colinux-daemon --install-service on a user's host that runs systemd",
+    ),
+];
+
 pub fn run(args: Args) -> Result<()> {
-    let sh = Shell::new()?;
-    for n in NEEDS {
-        tracing::debug!(
-            "setup: {} needs apt {:?} and rustup targets {:?}",
-            n.stage,
-            n.apt,
-            n.rustup_targets
-        );
+    if args.list {
+        for n in NEEDS {
+            for (package, why) in n.apt {
+                println!("{:<38} {package:<26} {why}", n.stage);
+            }
+            for target in n.rustup_targets {
+                println!("{:<38} {target:<26} rustup target", n.stage);
+            }
+        }
+        for (package, why) in NOT_NEEDED {
+            println!("{:<38} {package:<26} {why}", "left out (a Recommends)");
+        }
+        for (program, why) in NOT_OURS {
+            println!("{:<38} {program:<26} {why}", "run, not installed by setup");
+        }
+        return Ok(());
     }
-    let apt: Vec<&str> = NEEDS.iter().flat_map(|n| n.apt.iter().copied()).collect();
+    let sh = Shell::new()?;
+    let apt = apt_packages();
     let targets: Vec<&str> = NEEDS
         .iter()
         .flat_map(|n| n.rustup_targets.iter().copied())
@@ -108,8 +232,7 @@ pub fn run(args: Args) -> Result<()> {
     let missing_apt = missing_packages(&sh, &apt)?;
     let missing_targets = missing_rustup_targets(&sh, &targets)?;
     if missing_apt.is_empty() && missing_targets.is_empty() {
-        tracing::info!("setup: all host dependencies are installed");
-        return Ok(());
+        return check_programs();
     }
     let is_root = unsafe { libc::geteuid() } == 0;
     let apt_commands = [
@@ -143,12 +266,58 @@ pub fn run(args: Args) -> Result<()> {
             "apt-get install -y -q --no-install-recommends {missing_apt...}"
         )
         .run()?;
+        // apt may remove a package of ours to install another: a fresh
+        // machine's newer qemu-utils (from backports) conflicts with
+        // bookworm's qemu-system-x86. Install what it removed again.
+        let removed = missing_packages(&sh, &apt)?;
+        if !removed.is_empty() {
+            tracing::warn!(
+                "setup: apt removed {} to install the rest; installing it again",
+                removed.join(" ")
+            );
+            cmd!(
+                sh,
+                "apt-get install -y -q --no-install-recommends {removed...}"
+            )
+            .run()?;
+            let still = missing_packages(&sh, &apt)?;
+            if !still.is_empty() {
+                bail!(
+                    "apt cannot install these together with the rest: {}",
+                    still.join(", ")
+                );
+            }
+        }
     }
     if !missing_targets.is_empty() {
         tracing::info!("setup: adding rustup targets {}", missing_targets.join(" "));
         cmd!(sh, "rustup target add {missing_targets...}").run()?;
     }
+    check_programs()
+}
+
+/// The packages are in; the programs the stages run must be too.
+fn check_programs() -> Result<()> {
+    let missing = missing_programs();
+    if !missing.is_empty() {
+        bail!(
+            "these programs are still missing after setup: {} (a package of setup's table no longer provides them)",
+            missing.join(", ")
+        );
+    }
+    tracing::info!("setup: all host dependencies are installed");
     Ok(())
+}
+
+/// Every Debian package of the table, once each.
+fn apt_packages() -> Vec<&'static str> {
+    let mut packages: Vec<&str> = NEEDS
+        .iter()
+        .flat_map(|n| n.apt.iter().map(|(p, _)| *p))
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    packages
 }
 
 /// Debian mirrors are sometimes caught mid-sync ("File has unexpected size"),
@@ -216,4 +385,339 @@ fn missing_rustup_targets(sh: &Shell, targets: &[&str]) -> Result<Vec<String>> {
         .filter(|t| !installed.lines().any(|l| l.trim() == **t))
         .map(|t| t.to_string())
         .collect())
+}
+
+/// The table's programs that are not on this host, by name.
+fn missing_programs() -> Vec<&'static str> {
+    NEEDS
+        .iter()
+        .flat_map(|n| n.programs.iter().copied())
+        .filter(|p| locate(p).is_empty())
+        .collect()
+}
+
+/// Where a program of the table is: an absolute path, or each match on PATH
+/// and then in the sbin directories (which a non-root PATH lacks).
+fn locate(program: &str) -> Vec<std::path::PathBuf> {
+    let path = std::path::Path::new(program);
+    if path.is_absolute() {
+        return [path.to_path_buf()]
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+    }
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    path_var
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The table against this host: run after `cargo xtask setup`, as
+    //! `cargo xtask test` does. A fresh machine once failed because a tool
+    //! that mmdebstrap only recommends was missing; these make that kind of
+    //! gap a test failure here rather than a surprise there.
+
+    use std::collections::{BTreeSet, HashMap};
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+
+    /// An installed package, from dpkg's database.
+    #[derive(Default)]
+    struct Installed {
+        /// Pre-Depends and Depends, each a list of alternatives.
+        depends: Vec<Vec<String>>,
+        recommends: Vec<Vec<String>>,
+        /// For a virtual package: the installed packages that provide it.
+        provided_by: Vec<String>,
+        /// Essential, or of priority required: on every Debian system.
+        base: bool,
+    }
+
+    fn installed() -> HashMap<String, Installed> {
+        let format = "${db:Status-Status}\x1f${Package}\x1f${Essential}\x1f${Priority}\x1f${Pre-Depends}, ${Depends}\x1f${Recommends}\x1f${Provides}\n";
+        let out = Command::new("dpkg-query")
+            .args(["-W", &format!("-f={format}")])
+            .output()
+            .expect("dpkg-query runs (this project's tests need a Debian host)");
+        let mut packages: HashMap<String, Installed> = HashMap::new();
+        let mut provided: Vec<(String, String)> = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split('\x1f').collect();
+            if f.len() != 7 || f[0] != "installed" {
+                continue;
+            }
+            let entry = packages.entry(f[1].to_string()).or_default();
+            entry.base |= f[2] == "yes" || f[3] == "required";
+            entry.depends.extend(relations(f[4]));
+            entry.recommends.extend(relations(f[5]));
+            for virtual_name in relations(f[6]).into_iter().flatten() {
+                provided.push((virtual_name, f[1].to_string()));
+            }
+        }
+        for (virtual_name, by) in provided {
+            packages
+                .entry(virtual_name)
+                .or_default()
+                .provided_by
+                .push(by);
+        }
+        packages
+    }
+
+    /// "a (>= 1), b | c:any" → [[a], [b, c]].
+    fn relations(field: &str) -> Vec<Vec<String>> {
+        field
+            .split(',')
+            .map(|group| {
+                group
+                    .split('|')
+                    .filter_map(|alt| alt.split_whitespace().next())
+                    .map(|name| name.split(':').next().unwrap_or(name).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|alts| !alts.is_empty())
+            .collect()
+    }
+
+    /// The packages a host has once setup ran: the table's, what they
+    /// depend on, and what every Debian system has, with their dependencies.
+    fn covered(packages: &HashMap<String, Installed>) -> BTreeSet<String> {
+        let mut todo: Vec<String> = apt_packages().iter().map(|p| p.to_string()).collect();
+        todo.extend(
+            packages
+                .iter()
+                .filter(|(_, i)| i.base)
+                .map(|(n, _)| n.clone()),
+        );
+        let mut seen = BTreeSet::new();
+        while let Some(name) = todo.pop() {
+            let Some(info) = packages.get(&name) else {
+                continue;
+            };
+            if seen.insert(name) {
+                todo.extend(info.depends.iter().flatten().cloned());
+                todo.extend(info.provided_by.iter().cloned());
+            }
+        }
+        seen
+    }
+
+    /// The names dpkg may know a file by: as found, through its links
+    /// (Debian's alternatives), and in the other half of a merged /usr (dpkg
+    /// knows /bin/tar, PATH finds /usr/bin/tar).
+    fn dpkg_names(path: &Path) -> Vec<String> {
+        let mut paths = vec![path.to_path_buf()];
+        paths.extend(std::fs::canonicalize(path));
+        let mut names = Vec::new();
+        for path in paths.iter().map(|p| p.to_string_lossy().into_owned()) {
+            for (a, b) in [
+                ("/usr/bin/", "/bin/"),
+                ("/usr/sbin/", "/sbin/"),
+                ("/usr/lib/", "/lib/"),
+            ] {
+                if let Some(rest) = path.strip_prefix(a) {
+                    names.push(format!("{b}{rest}"));
+                } else if let Some(rest) = path.strip_prefix(b) {
+                    names.push(format!("{a}{rest}"));
+                }
+            }
+            names.push(path);
+        }
+        names
+    }
+
+    /// The package owning each of `files`, in one dpkg-query.
+    fn owners(files: &[String]) -> HashMap<String, String> {
+        let out = Command::new("dpkg-query")
+            .arg("-S")
+            .args(files)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("diversion by"))
+            .filter_map(|l| l.split_once(": "))
+            .map(|(packages, file)| {
+                let first = packages.split(", ").next().unwrap_or(packages);
+                (file.to_string(), first.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_program_of_the_table_comes_from_a_package_setup_installs() {
+        let packages = installed();
+        let covered = covered(&packages);
+        let found: Vec<(&Needs, &str, Vec<std::path::PathBuf>)> = NEEDS
+            .iter()
+            .flat_map(|n| n.programs.iter().map(move |p| (n, *p, locate(p))))
+            .collect();
+        let names: Vec<String> = found
+            .iter()
+            .flat_map(|(_, _, paths)| paths.iter().flat_map(|p| dpkg_names(p)))
+            .collect();
+        let owners = owners(&names);
+        let mut problems = Vec::new();
+        for (n, program, paths) in &found {
+            // Any copy from a package setup installs will do (this machine
+            // also has a git of its own in /usr/local).
+            let packages: Vec<&String> = paths
+                .iter()
+                .flat_map(|p| dpkg_names(p))
+                .filter_map(|name| owners.get(&name))
+                .collect();
+            if packages.iter().any(|p| covered.contains(*p)) {
+                continue;
+            }
+            problems.push(match (paths.first(), packages.first()) {
+                (None, _) => format!("{program} ({}): not on this host", n.stage),
+                (Some(_), Some(package)) => format!(
+                    "{program} ({}): its package {package} is not installed by setup",
+                    n.stage
+                ),
+                (Some(path), None) => format!(
+                    "{program} ({}): {} belongs to no Debian package",
+                    n.stage,
+                    path.display()
+                ),
+            });
+        }
+        assert!(
+            problems.is_empty(),
+            "setup's table: {}",
+            problems.join("; ")
+        );
+    }
+
+    #[test]
+    fn every_recommends_of_a_setup_package_is_installed_or_explained() {
+        let packages = installed();
+        let ours = apt_packages();
+        let decided = |name: &String| {
+            let provided = packages
+                .get(name)
+                .is_some_and(|i| i.provided_by.iter().any(|p| ours.contains(&p.as_str())));
+            provided || ours.contains(&name.as_str()) || NOT_NEEDED.iter().any(|(n, _)| n == name)
+        };
+        let mut undecided = Vec::new();
+        for package in &ours {
+            let Some(info) = packages.get(*package) else {
+                undecided.push(format!("{package} is not installed: run cargo xtask setup"));
+                continue;
+            };
+            for alternatives in &info.recommends {
+                if !alternatives.iter().any(decided) {
+                    undecided.push(format!("{package} recommends {}", alternatives.join(" | ")));
+                }
+            }
+        }
+        assert!(
+            undecided.is_empty(),
+            "install these in setup's table or explain them in NOT_NEEDED: {}",
+            undecided.join("; ")
+        );
+    }
+
+    /// The programs the code names where it runs them: `Command::new("x")`,
+    /// `cmd!(sh, "x …")`, and the tests' `sh("x", …)` helpers.
+    fn programs_in(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for opener in ["Command::new(", "cmd!(", "sh("] {
+            for (at, _) in text.match_indices(opener) {
+                let before = text[..at].chars().next_back().unwrap_or(' ');
+                if opener == "sh(" && (before.is_alphanumeric() || "_.:!".contains(before)) {
+                    continue;
+                }
+                let rest = &text[at + opener.len()..];
+                // cmd!'s first argument is the shell.
+                let rest = if opener == "cmd!(" {
+                    rest.split_once(',').map_or("", |(_, r)| r)
+                } else {
+                    rest
+                };
+                let Some(literal) = rest.trim_start().strip_prefix('"') else {
+                    continue;
+                };
+                let word = literal.split(['"', ' ']).next().unwrap_or("");
+                if !word.is_empty() && !word.contains('{') && !word.ends_with(".exe") {
+                    found.push(word.to_string());
+                }
+            }
+        }
+        found
+    }
+
+    fn rust_files(dir: &Path, into: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            if path.is_dir() {
+                rust_files(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_names_every_program_the_code_runs() {
+        let root = crate::stage::root();
+        let mut files = Vec::new();
+        for dir in ["xtask", "harness", "runtime", "images"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        let table: BTreeSet<&str> = NEEDS
+            .iter()
+            .flat_map(|n| n.programs.iter().copied())
+            .chain(NOT_OURS.iter().map(|(p, _)| *p))
+            .collect();
+        let mut unlisted = BTreeSet::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            // Not the examples in this very module's tests.
+            let text = match text.split_once("#[cfg(test)]") {
+                Some((code, _)) if file.ends_with("xtask/src/setup.rs") => code.to_string(),
+                _ => text,
+            };
+            for program in programs_in(&text) {
+                if !table.contains(program.as_str()) {
+                    let name = file
+                        .strip_prefix(&root)
+                        .unwrap_or(file)
+                        .display()
+                        .to_string();
+                    unlisted.insert(format!("{program} (run in {name})"));
+                }
+            }
+        }
+        assert!(
+            unlisted.is_empty(),
+            "add these to the programs of setup's table, with the package that provides them: {}",
+            unlisted.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    #[test]
+    fn programs_are_found_where_the_code_runs_them() {
+        let code = r#"Command::new("sfdisk"); cmd!(sh, "qemu-img dd {x}"); sh(
+            "mkswap", &[]); push("no"); Command::new(program); cmd!(sh, "{xtask} test")"#;
+        assert_eq!(programs_in(code), ["sfdisk", "qemu-img", "mkswap"]);
+    }
+
+    #[test]
+    fn relations_parse_versions_alternatives_and_architectures() {
+        assert_eq!(
+            relations("libc6 (>= 2.34), gcc | c-compiler, perl:any, "),
+            [vec!["libc6"], vec!["gcc", "c-compiler"], vec!["perl"]]
+        );
+    }
 }
