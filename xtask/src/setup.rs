@@ -59,7 +59,9 @@ pub const NEEDS: &[Needs] = &[
             ("e2fsprogs", "mke2fs makes and e2fsck checks the filesystems"),
             ("dosfstools", "mkfs.vfat makes a non-Linux partition"),
         ],
-        programs: &["fdisk", "sfdisk", "sgdisk", "mke2fs", "e2fsck", "mkfs.vfat", "mkswap"],
+        programs: &["fdisk", "sfdisk", "sgdisk", "mke2fs", "e2fsck", "mkfs.vfat", "mkswap", "mkfifo", "losetup",
+            "mount", "umount",
+        ],
         rustup_targets: &[],
     },
     Needs {
