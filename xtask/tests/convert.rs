@@ -983,6 +983,25 @@ fn block_device_output_is_written_in_place_with_overwrite_device() {
         "past the image"
     );
 
+    // The device now holds the filesystem: mounted, it is refused (where this machine lets us mount).
+    let mnt = dir.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").arg(dev).arg(&mnt).output().unwrap();
+    if mounted.status.success() {
+        let out = xtask(&[&"convert", &"--overwrite-device", &disk, &dev]);
+        let umount = Command::new("umount").arg(&mnt).status().unwrap();
+        assert!(umount.success(), "umount {}", mnt.display());
+        let before = fs::read(&backing).unwrap();
+        assert_refused(
+            &out,
+            "is in use (mounted, or held by another program); unmount it first",
+            &[(&backing, &before)],
+            dir,
+        );
+    } else {
+        eprintln!("mount: {}: mounted-device check skipped", stderr(&mounted));
+    }
+
     // Through qemu-img too (a qcow2 input).
     filled(&backing, 12 * MIB);
     let qcow2 = dir.join("disk.qcow2");
@@ -1045,8 +1064,8 @@ fn block_device_output_is_written_in_place_with_overwrite_device() {
         "to-disk: partition bytes"
     );
     assert!(
-        got[446 - 16..446].iter().all(|&b| b == 0),
-        "to-disk: old bytes before the table"
+        got[512..MIB as usize].iter().all(|&b| b == 0),
+        "to-disk: old bytes between the table and the partition"
     );
 
     // A device too small for the image is refused before anything is written.
