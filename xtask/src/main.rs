@@ -9,6 +9,7 @@ mod image;
 mod initramfs;
 mod kernel;
 mod progress;
+mod rehearse;
 mod runtime;
 mod setup;
 mod stage;
@@ -43,6 +44,7 @@ enum Stage {
     Initramfs(initramfs::Args),
     Bench(bench::Args),
     Test(test::Args),
+    Rehearse(rehearse::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Test(args) => test::run(args),
+        Stage::Rehearse(args) => rehearse::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

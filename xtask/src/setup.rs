@@ -236,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
     if missing_apt.is_empty() && missing_targets.is_empty() {
         return check_programs();
     }
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = is_root();
     let apt_commands = [
         "apt-get update".to_string(),
         format!(
@@ -309,6 +309,11 @@ fn check_programs() -> Result<()> {
     }
     tracing::info!("setup: all host dependencies are installed");
     Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Every Debian package of the table, once each.
