@@ -1,0 +1,1 @@
+//! Authenticode signatures on Windows executables, with osslsigncode.

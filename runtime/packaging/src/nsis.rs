@@ -1,0 +1,1 @@
+//! The Windows installer, built with Debian's native makensis.

@@ -1,0 +1,1 @@
+//! The software bill of materials (CycloneDX JSON): Rust crates and image packages.

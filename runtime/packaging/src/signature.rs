@@ -1,0 +1,1 @@
+//! minisign signatures over the release artifacts.

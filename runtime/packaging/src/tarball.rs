@@ -1,0 +1,1 @@
+//! Deterministic tar.gz archives: sorted entries, owner 0, clamped mtimes.
