@@ -148,6 +148,21 @@ pub const NEEDS: &[Needs] = &[
         programs: &["x86_64-w64-mingw32-gcc", "/usr/lib/wine/wine64"],
         rustup_targets: &["x86_64-pc-windows-gnu"],
     },
+    Needs {
+        stage: "dist",
+        apt: &[
+            ("nsis", "makensis builds the Windows installer natively"),
+            (
+                "osslsigncode",
+                "Authenticode signatures on Windows executables, and their check",
+            ),
+            ("openssl", "makes the development Authenticode CA and certificate"),
+            ("minisign", "checks our minisign signatures with a tool we did not write"),
+            ("lintian", "checks the Debian package (dpkg-deb, from dpkg, builds it)"),
+        ],
+        programs: &["makensis", "osslsigncode", "openssl", "minisign", "lintian", "dpkg"],
+        rustup_targets: &[],
+    },
 ];
 
 /// Recommends of the packages above that setup leaves out, each with the
