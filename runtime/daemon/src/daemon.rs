@@ -105,6 +105,11 @@ pub struct Cli {
     pub run_service: Option<String>,
 }
 
+/// The command line definition, for man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Parses the daemon's arguments and does what they say. Returns the exit code.
 pub fn main(args: Vec<std::ffi::OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {

@@ -32,7 +32,7 @@ pub fn service_args(name: &str, cwd: &Path, config: &[String]) -> Vec<String> {
 }
 
 #[cfg(not(windows))]
-pub use self::systemd::{install, remove};
+pub use self::systemd::{install, remove, template_unit_text};
 #[cfg(windows)]
 pub use self::windows::{install, remove, run_windows_service};
 
@@ -92,10 +92,38 @@ mod systemd {
     pub fn unit_text(name: &str, exe: &Path, cwd: &Path, config: &[String]) -> String {
         let mut exec = vec![quote(&exe.display().to_string())];
         exec.extend(service_args(name, cwd, config).iter().map(|w| quote(w)));
+        unit(
+            &format!("Written by colinux-daemon --install-service {name}"),
+            &format!("coLinux guest {name}"),
+            &exec.join(" "),
+            target(),
+        )
+    }
+
+    /// The packaged template `colinux@.service`: `systemctl start colinux@NAME`
+    /// runs the guest NAME from `CONFIG_DIR/NAME.conf`, with the same stop and
+    /// restart settings as an installed service.
+    pub fn template_unit_text(exe: &Path, config_dir: &Path) -> String {
+        // `%i` is systemd's instance name, so it must not be escaped like
+        // the rest of the word: NUL, which no path holds, stands in for it.
+        let conf = quote(&format!("@{}/\0.conf", config_dir.display())).replace('\0', "%i");
+        unit(
+            &format!(
+                "Installed by the colinux package: colinux@NAME runs {}/NAME.conf",
+                config_dir.display()
+            ),
+            "coLinux guest %i",
+            &format!("{} -d --name %i {conf}", quote(&exe.display().to_string())),
+            "multi-user.target",
+        )
+    }
+
+    fn unit(header: &str, description: &str, exec: &str, target: &str) -> String {
         format!(
-            "# Written by colinux-daemon --install-service {name}\n\
+            "# {header}\n\
              [Unit]\n\
-             Description=coLinux guest {name}\n\
+             Description={description}\n\
+             Documentation=man:colinux-daemon(1)\n\
              After=network-online.target\n\
              Wants=network-online.target\n\
              \n\
@@ -110,9 +138,7 @@ mod systemd {
              RestartForceExitStatus=5\n\
              \n\
              [Install]\n\
-             WantedBy={target}\n",
-            exec = exec.join(" "),
-            target = target(),
+             WantedBy={target}\n"
         )
     }
 
@@ -222,6 +248,39 @@ mod systemd {
             ), "{text}");
             assert!(
                 text.contains("KillMode=mixed\n") && text.contains("RestartForceExitStatus=5\n")
+            );
+        }
+
+        #[test]
+        fn the_template_runs_the_instance_config_with_the_same_settings() {
+            let text = template_unit_text(
+                Path::new("/usr/bin/colinux-daemon"),
+                Path::new("/etc/colinux"),
+            );
+            assert!(
+                text.contains(
+                    "ExecStart=/usr/bin/colinux-daemon -d --name %i @/etc/colinux/%i.conf\n"
+                ),
+                "{text}"
+            );
+            let spaced =
+                template_unit_text(Path::new("/usr/bin/colinux-daemon"), Path::new("/a b"));
+            assert!(spaced.contains(" \"@/a b/%i.conf\"\n"), "{spaced}");
+            let service = unit_text(
+                "x",
+                Path::new("/usr/bin/colinux-daemon"),
+                Path::new("/"),
+                &[],
+            );
+            let settings = |t: &str| {
+                t.lines()
+                    .skip_while(|l| !l.starts_with("KillMode"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(
+                settings(&text),
+                settings(&service).replace("default.target", "multi-user.target")
             );
         }
 
