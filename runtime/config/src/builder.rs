@@ -32,6 +32,8 @@ pub(crate) enum Value {
     Ttys(u8, String, SerialOptions),
     Exec(u8, PathBuf, Option<String>),
     Nfs(NfsRoot),
+    /// An ini file's `[service]` request, for the installer.
+    Service(String),
     /// A token for the guest kernel, as it goes on its command line.
     KernelArg(String),
 }
@@ -76,6 +78,7 @@ impl Builder {
             Value::Qemu(path) => s.qemu = at(path, &origin),
             Value::Cocon(cocon) => s.cocon = at(cocon, &origin),
             Value::Nfs(nfs) => s.nfs_root = at(nfs, &origin),
+            Value::Service(name) => s.service = at(name, &origin),
             // Devices: one definition per index.
             Value::Cobd(index, path) => {
                 insert_once(&mut s.cobd, "cobd", index, Disk { path, origin })?

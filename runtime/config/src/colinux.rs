@@ -542,7 +542,7 @@ fn parse_serial_options(text: &str) -> Result<SerialOptions, ErrorKind> {
 
 /// A program with a path separator is a file next to the config; a bare
 /// name is left for a `PATH` search.
-fn program_path(dir: &Path, program: &str) -> PathBuf {
+pub(crate) fn program_path(dir: &Path, program: &str) -> PathBuf {
     let program = PathBuf::from(program);
     if has_separator(&program) {
         dir.join(program)

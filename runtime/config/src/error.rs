@@ -146,7 +146,7 @@ pub enum ErrorKind {
 
     // coMosix ini files.
     #[error(
-        "unknown section [{}]; expected [comosix], [NFS] or [cobd]",
+        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine] or [service]",
         one_line(name)
     )]
     IniUnknownSection { name: String },
@@ -158,7 +158,9 @@ pub enum ErrorKind {
         expected: &'static str,
     },
 
-    #[error("a key outside any section; put it under [comosix], [NFS] or [cobd]")]
+    #[error(
+        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine] or [service]"
+    )]
     IniKeyOutsideSection,
 
     #[error("expected `[section]`, `key = value` or a `;` comment")]

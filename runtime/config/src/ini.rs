@@ -11,6 +11,11 @@
 //! [cobd]
 //! path_0 = root.img
 //! path_1 = swap.img
+//! [engine]
+//! qemu = C:\Program Files\qemu\qemu-system-x86_64.exe
+//! [service]
+//! install = yes
+//! name = node
 //! ```
 //!
 //! Section and key names are case-insensitive, as Windows ini files are.
@@ -21,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::builder::{Builder, Value};
-use crate::colinux::parse_mem;
+use crate::colinux::{parse_mem, program_path};
 use crate::error::{Error, ErrorKind, Origin, Place};
 use crate::settings::NfsRoot;
 
@@ -33,7 +38,12 @@ enum Section {
     Comosix,
     Nfs,
     Cobd,
+    Engine,
+    Service,
 }
+
+/// The service a guest gets when `[service]` has no `name`.
+const DEFAULT_SERVICE_NAME: &str = "colinux";
 
 /// The `[NFS]` keys seen so far, and where the section started.
 #[derive(Default)]
@@ -56,6 +66,7 @@ pub(crate) fn parse(
     let mut section = None;
     let mut nfs = NfsKeys::default();
     let mut disks: BTreeMap<u8, (String, Origin)> = BTreeMap::new();
+    let mut service = ServiceKeys::default();
 
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -81,6 +92,11 @@ pub(crate) fn parse(
                     Section::Nfs
                 }
                 "cobd" => Section::Cobd,
+                "engine" => Section::Engine,
+                "service" => {
+                    service.header.get_or_insert_with(|| origin.clone());
+                    Section::Service
+                }
                 _ => {
                     return fail(ErrorKind::IniUnknownSection {
                         name: name.to_string(),
@@ -145,6 +161,39 @@ pub(crate) fn parse(
                     disks.insert(index, (value, origin));
                 }
             }
+            Some(Section::Engine) => match key.as_str() {
+                "qemu" if value.is_empty() => {
+                    return fail(ErrorKind::MissingValue {
+                        key: "qemu".into(),
+                        example: r"C:\Program Files\qemu\qemu-system-x86_64.exe",
+                    })
+                }
+                "qemu" => builder.add(Value::Qemu(program_path(dir, &value)), origin)?,
+                _ => return unknown("engine", "qemu"),
+            },
+            // Read whole at the end: `name` alone installs nothing.
+            Some(Section::Service) => match key.as_str() {
+                "install" => match parse_yes_no(&value) {
+                    Some(yes) => service.install = Some((yes, origin)),
+                    None => {
+                        return fail(ErrorKind::BadValue {
+                            what: "[service] install",
+                            value,
+                            expected: "yes or no".into(),
+                        })
+                    }
+                },
+                "name" if check_service_name(&value) => service.name = Some(value),
+                "name" => {
+                    return fail(ErrorKind::BadValue {
+                        what: "[service] name",
+                        value,
+                        expected: "1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+                            .into(),
+                    })
+                }
+                _ => return unknown("service", "install or name"),
+            },
         }
     }
 
@@ -163,12 +212,47 @@ pub(crate) fn parse(
         builder.add(Value::Cobd(index, dir.join(path)), origin)?;
     }
 
+    if let Some((true, origin)) = service.install {
+        let name = service
+            .name
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
+        builder.add(Value::Service(name), origin)?;
+    }
+
     if let Some(header) = nfs.header {
         if let Some(root) = nfs_root(nfs.server, nfs.path, nfs.options, &header)? {
             builder.add(Value::Nfs(root), header)?;
         }
     }
     Ok(())
+}
+
+/// The `[service]` keys seen so far (the last of each wins).
+#[derive(Default)]
+struct ServiceKeys {
+    header: Option<Origin>,
+    install: Option<(bool, Origin)>,
+    name: Option<String>,
+}
+
+/// Windows ini habits: yes/no, true/false, 1/0, in any case.
+fn parse_yes_no(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" => Some(true),
+        "no" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The names colinux-daemon accepts for a guest and its service
+/// (`colinux-NAME`): they become file, pipe and service names.
+fn check_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// An `[NFS]` section with nothing in it means no NFS root; otherwise both

@@ -253,6 +253,9 @@ pub struct Settings {
     /// Tokens that are not coLinux keys, in order, as written, for the guest kernel.
     pub kernel_args: Vec<String>,
     pub nfs_root: Option<Located<NfsRoot>>,
+    /// An ini file's `[service] install = yes`: the service name the
+    /// Windows installer creates. The guest itself does not use it.
+    pub service: Option<Located<String>>,
 }
 
 /// The memory a guest gets without `mem=`: a quarter of the host's RAM, at

@@ -107,7 +107,7 @@ fn a_gap_in_the_cobd_paths_names_the_missing_one() {
 fn unknown_sections_and_keys() {
     assert_eq!(
         error("[comosix]\nmemory_size=64\n[network]\n"),
-        "/cluster/node.ini:3: [network]: unknown section [network]; expected [comosix], [NFS] or [cobd]"
+        "/cluster/node.ini:3: [network]: unknown section [network]; expected [comosix], [NFS], [cobd], [engine] or [service]"
     );
     assert_eq!(
         error("[comosix]\nmemory=64"),
@@ -125,7 +125,7 @@ fn unknown_sections_and_keys() {
 fn syntax_errors() {
     assert_eq!(
         error("memory_size=64"),
-        "/cluster/node.ini:1: memory_size=64: a key outside any section; put it under [comosix], [NFS] or [cobd]"
+        "/cluster/node.ini:1: memory_size=64: a key outside any section; put it under [comosix], [NFS], [cobd], [engine] or [service]"
     );
     assert_eq!(
         error("[comosix\nmemory_size=64"),
@@ -214,4 +214,87 @@ fn the_nfs_root_counts_against_the_kernel_command_line() {
         s.kernel_cmdline(&["console=ttyS0"]).expect("fits"),
         "console=ttyS0 root=/dev/nfs nfsroot=10.0.0.1:/srv/root ip=dhcp ro"
     );
+}
+
+#[test]
+fn engine_and_service_sections() {
+    let s = parse(concat!(
+        "[engine]\r\n",
+        "qemu = \"C:\\Program Files\\qemu\\qemu-system-x86_64.exe\"\r\n",
+        "[Service]\r\n",
+        "Install = Yes\r\n",
+        "name = node-1\r\n",
+    ));
+    let qemu = s.qemu.expect("qemu");
+    // Not a path on this host's separators: kept as written, like qemu= does.
+    assert!(qemu
+        .value
+        .to_string_lossy()
+        .ends_with(r"C:\Program Files\qemu\qemu-system-x86_64.exe"));
+    assert_eq!(qemu.origin.place.to_string(), "/cluster/node.ini:2");
+    let service = s.service.expect("service");
+    assert_eq!(service.value, "node-1");
+    assert_eq!(
+        service.origin.to_string(),
+        "/cluster/node.ini:4: Install = Yes"
+    );
+
+    // A relative engine path resolves against the ini's directory; a bare
+    // name is left for a PATH search.
+    let s = parse("[engine]\nqemu = qemu/qemu-system-i386\n");
+    assert_eq!(
+        s.qemu.unwrap().value,
+        Path::new("/cluster/qemu/qemu-system-i386")
+    );
+    let s = parse("[engine]\nqemu = qemu-system-i386\n");
+    assert_eq!(s.qemu.unwrap().value, Path::new("qemu-system-i386"));
+}
+
+#[test]
+fn service_defaults_and_last_value_wins() {
+    assert_eq!(
+        parse("[service]\ninstall = true\n").service.unwrap().value,
+        "colinux"
+    );
+    assert!(
+        parse("[service]\nname = x\n").service.is_none(),
+        "name alone"
+    );
+    assert!(parse("[service]\ninstall = yes\ninstall = no\n")
+        .service
+        .is_none());
+    let s = parse("[service]\nname = a\ninstall = 1\nname = b\n");
+    assert_eq!(s.service.unwrap().value, "b");
+    // The memory from [comosix] and the engine from the command line mix
+    // as everywhere: the last qemu wins.
+    let dir = Path::new("/cluster");
+    let mut parser = colinux_config::Parser::with_reader(dir, |_: &Path| {
+        Ok(b"[engine]\nqemu = /opt/qemu/qemu-system-i386\n".to_vec())
+    });
+    parser.arg("qemu=/usr/bin/qemu-system-x86_64").unwrap();
+    parser.arg("@node.ini").unwrap();
+    let s = parser.finish().unwrap();
+    assert_eq!(
+        s.qemu.unwrap().value,
+        Path::new("/opt/qemu/qemu-system-i386")
+    );
+}
+
+#[test]
+fn engine_and_service_errors() {
+    assert_eq!(
+        error("[service]\ninstall = maybe\n"),
+        "/cluster/node.ini:2: install = maybe: bad [service] install \"maybe\": expected yes or no"
+    );
+    assert!(error("[service]\nname = my guest\n").contains("bad [service] name \"my guest\""));
+    assert!(error("[service]\nname = .hidden\n").contains("bad [service] name"));
+    assert_eq!(
+        error("[service]\nstart = auto\n"),
+        "/cluster/node.ini:2: start = auto: unknown key \"start\" in [service]; expected install or name"
+    );
+    assert_eq!(
+        error("[engine]\naccel = kvm\n"),
+        "/cluster/node.ini:2: accel = kvm: unknown key \"accel\" in [engine]; expected qemu"
+    );
+    assert!(error("[engine]\nqemu =\n").contains("`qemu` needs a value"));
 }
