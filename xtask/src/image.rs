@@ -56,6 +56,13 @@ pub struct Args {
     /// Bootstrap again even if the cached bootstrap matches.
     #[arg(long)]
     fresh: bool,
+    /// Build again from the cached bootstrap (a fresh one would follow the
+    /// archive's changes) in an empty directory elsewhere
+    /// (target/cache/verify/image): customize, pack, filesystem, compress.
+    /// Fail unless every output is bit-identical to the published one,
+    /// naming those that differ.
+    #[arg(long, conflicts_with = "fresh")]
+    verify_reproducible: bool,
 }
 
 /// This stage's own code is an input too.
@@ -158,7 +165,8 @@ pub fn run(args: Args) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| root.join("target/images").join(&name));
-    if !args.fresh && stage::up_to_date(&dest, &cache_key) {
+    let run = stage::Run::new("image", args.verify_reproducible);
+    if !args.fresh && run.up_to_date(&dest, &cache_key)? {
         tracing::info!("image: {} is up to date", dest.display());
         return Ok(());
     }
@@ -168,7 +176,8 @@ pub fn run(args: Args) -> Result<()> {
     if !bootstrap::is_root() {
         bail!("image builds run as root: the customize phase chroots into the image and keeps its owners and device nodes (run `sudo cargo xtask image …`)");
     }
-    let logs = cache.join(format!("logs-{name}"));
+    let work = run.work_dir(&cache)?;
+    let logs = work.join(format!("logs-{name}"));
     std::fs::create_dir_all(&logs)?;
 
     // Named by key: recipes that differ only after the bootstrap share it.
@@ -179,6 +188,12 @@ pub fn run(args: Args) -> Result<()> {
     let cached =
         !args.fresh && tarball.is_file() && key_text.lines().next() == Some(bootstrap_key.as_str());
     let mut warning = key_text.lines().nth(1).map(str::to_string);
+    if run.verifying() && !cached {
+        bail!(
+            "the cached bootstrap {} is missing or stale, and a verification rebuilds from it: run `cargo xtask image` with the same options first",
+            tarball.display()
+        );
+    }
     let mut phase = Phase::start("bootstrap");
     if cached {
         phase.done("reused (the archive, packages and bootstrap time are unchanged)");
@@ -211,7 +226,7 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
 
-    let tree = cache.join(format!("tree-{name}"));
+    let tree = work.join(format!("tree-{name}"));
     let custom = Customize {
         name: &name,
         recipe: &recipe,
@@ -239,7 +254,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     ));
 
-    let staging = stage::staging(&dest)?;
+    let staging = run.staging(&dest)?;
     let out = staging.path();
     let phase = Phase::start("pack");
     let content = pack::settle(&tree, sde)?;
@@ -293,9 +308,8 @@ pub fn run(args: Args) -> Result<()> {
         "inputs": inputs,
         "tools": tools,
     });
-    stage::publish(&staging.keep(), &dest, manifest)?;
-    tracing::info!("image: wrote {}", dest.display());
-    Ok(())
+    run.finish(staging, &dest, manifest)?;
+    run.done()
 }
 
 fn load_recipe(args: &Args, recipes_dir: &Path) -> Result<(String, Recipe)> {

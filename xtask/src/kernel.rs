@@ -39,8 +39,9 @@ pub struct Args {
     /// each patch, and build nothing.
     #[arg(long)]
     check_patches: bool,
-    /// Build again from scratch, without ccache, in a second build directory,
-    /// and fail unless the bzImage is bit-identical to the published one.
+    /// Build again from scratch, without ccache, in a build directory
+    /// elsewhere (target/cache/verify/kernel), and fail unless every output
+    /// is bit-identical to the published one, naming those that differ.
     #[arg(long, conflicts_with = "check_patches")]
     verify_reproducible: bool,
 }
@@ -121,7 +122,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (cache_key, inputs) = key.finish();
     let dest = stage::root().join("target/kernel").join(arch);
-    if !args.verify_reproducible && stage::up_to_date(&dest, &cache_key) {
+    let run = stage::Run::new("kernel", args.verify_reproducible);
+    if run.up_to_date(&dest, &cache_key)? {
         tracing::info!("kernel: {} is up to date", dest.display());
         return Ok(());
     }
@@ -142,25 +144,22 @@ pub fn run(args: Args) -> Result<()> {
         patches.len()
     ));
 
-    let build = if args.verify_reproducible {
-        cache.join(format!("build-{arch}-verify"))
-    } else {
-        cache.join(format!("build-{arch}"))
-    };
+    // The patched tree is the input; the build starts over (in an empty
+    // directory) when verifying.
+    let work = run.work_dir(&cache)?;
+    let build = work.join(format!("build-{arch}"));
     // The tree keeps the tarball's mtimes, so objects built from another
     // source could look newer than their new sources; and make cannot see a
     // change in how the compiler is run from its environment. Either way,
     // start that build over.
     let built_from = build.join(".colinux-source");
     let stamp = format!("{} {BUILD_ENV}", src.sha256);
-    if args.verify_reproducible
-        || std::fs::read_to_string(&built_from).ok().as_deref() != Some(stamp.as_str())
-    {
+    if std::fs::read_to_string(&built_from).ok().as_deref() != Some(stamp.as_str()) {
         let _ = std::fs::remove_dir_all(&build);
     }
     std::fs::create_dir_all(&build)?;
     std::fs::write(&built_from, &stamp)?;
-    let log = cache.join(format!("build-{arch}.log"));
+    let log = work.join(format!("build-{arch}.log"));
     std::fs::write(&log, "")?;
     let make = Make {
         tree: &tree,
@@ -168,11 +167,11 @@ pub fn run(args: Args) -> Result<()> {
         arch: args.arch,
         sde,
         log: &log,
-        ccache: !args.verify_reproducible,
+        ccache: !run.verifying(),
     };
 
     let phase = Phase::start("config");
-    configure(&make, &cache, &fragments)?;
+    configure(&make, &work, &fragments)?;
     phase.done("every option of the fragments holds");
 
     let phase = Phase::start("build");
@@ -183,25 +182,13 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::metadata(&bzimage)?.len() / 1024
     ));
 
-    if args.verify_reproducible {
-        let published = stage::sha256_file(&dest.join("bzImage"))
-            .context("build the kernel once before --verify-reproducible")?;
-        let rebuilt = stage::sha256_file(&bzimage)?;
-        if published != rebuilt {
-            bail!("the bzImage is not reproducible: {} has {published}, the rebuild in {} has {rebuilt}", dest.display(), build.display());
-        }
-        tracing::info!("kernel: reproducible: a clean rebuild without ccache gives the same bzImage ({rebuilt})");
-        std::fs::remove_dir_all(&build)?;
-        return Ok(());
-    }
-
     let release = std::fs::read_to_string(build.join("include/config/kernel.release"))?
         .trim()
         .to_string();
     let phase = Phase::start("install");
-    let staging = stage::staging(&dest)?;
+    let staging = run.staging(&dest)?;
     let out = staging.path();
-    let modules_root = cache.join(format!("modules-{arch}"));
+    let modules_root = work.join(format!("modules-{arch}"));
     let _ = std::fs::remove_dir_all(&modules_root);
     let root_arg = format!("INSTALL_MOD_PATH={}", modules_root.display());
     make.run(&["modules_install", &root_arg, "INSTALL_MOD_STRIP=1"])?;
@@ -228,9 +215,8 @@ pub fn run(args: Args) -> Result<()> {
         "inputs": inputs,
         "tools": tools,
     });
-    stage::publish(&staging.keep(), &dest, manifest)?;
-    tracing::info!("kernel: wrote {} ({release})", dest.display());
-    Ok(())
+    run.finish(staging, &dest, manifest)?;
+    run.done()
 }
 
 fn fragments(dir: &Path, arch: Arch) -> Vec<PathBuf> {
@@ -298,8 +284,8 @@ fn build_timestamp(sde: u64) -> String {
 /// merge_config.sh, then olddefconfig; then every option the fragments ask
 /// for must hold. The result replaces the build's .config only if it
 /// differs, so an unchanged config costs make nothing.
-fn configure(make: &Make, cache: &Path, fragments: &[PathBuf]) -> Result<()> {
-    let scratch = cache.join(format!("config-{}", make.arch.name()));
+fn configure(make: &Make, work: &Path, fragments: &[PathBuf]) -> Result<()> {
+    let scratch = work.join(format!("config-{}", make.arch.name()));
     std::fs::create_dir_all(&scratch)?;
     let probe = Make {
         build: &scratch,

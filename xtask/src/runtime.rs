@@ -13,12 +13,18 @@ use crate::stage::{self, run_logged, CacheKey};
 /// colinux-console) in release mode into target/runtime/<target>/, with
 /// manifest.json and SHA256SUMS. Unchanged sources (runtime/), Cargo.lock
 /// and compiler make it a no-op. Windows binaries are cross-linked with
-/// mingw-w64 (`cargo xtask setup` installs it).
+/// mingw-w64 (`cargo xtask setup` installs it), without a COFF symbol
+/// table.
 #[derive(clap::Args)]
 pub struct Args {
     /// Build for this target; repeat for several. Default: every target.
     #[arg(long = "target", value_enum, value_name = "TARGET")]
     targets: Vec<Target>,
+    /// Build again from an empty cargo target directory elsewhere
+    /// (target/cache/verify/runtime), and fail unless every binary is
+    /// bit-identical to the published one, naming those that differ.
+    #[arg(long)]
+    verify_reproducible: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,13 +73,17 @@ pub fn run(args: Args) -> Result<()> {
     };
     let cache = stage::cache_dir().join("runtime");
     let _lock = stage::lock(&cache)?;
+    let run = stage::Run::new("runtime", args.verify_reproducible);
+    let work = run.work_dir(&cache)?;
     for target in targets {
-        build(target, &cache)?;
+        build(target, &run, &work)?;
     }
-    Ok(())
+    run.done()
 }
 
-fn build(target: Target, cache: &Path) -> Result<()> {
+/// Builds one target in `work` (the cache, or a verification's rebuild
+/// directory).
+fn build(target: Target, run: &stage::Run, work: &Path) -> Result<()> {
     let root = stage::root();
     let triple = target.triple();
     let runtime = root.join("runtime");
@@ -98,7 +108,7 @@ fn build(target: Target, cache: &Path) -> Result<()> {
     }
     let (cache_key, inputs) = key.finish();
     let dest = root.join("target/runtime").join(triple);
-    if stage::up_to_date(&dest, &cache_key) {
+    if run.up_to_date(&dest, &cache_key)? {
         tracing::info!("runtime: {} is up to date", dest.display());
         return Ok(());
     }
@@ -112,8 +122,8 @@ fn build(target: Target, cache: &Path) -> Result<()> {
     let phase = Phase::start(triple);
     // A cargo target directory of our own: the release flags below would
     // otherwise fight over fingerprints with anyone building in target/.
-    let cargo_dir = cache.join("cargo");
-    let log = cache.join(format!("build-{triple}.log"));
+    let cargo_dir = work.join("cargo");
+    let log = work.join(format!("build-{triple}.log"));
     std::fs::write(&log, "")?;
     let mut cmd = stage::cargo();
     cmd.current_dir(&root)
@@ -133,7 +143,7 @@ fn build(target: Target, cache: &Path) -> Result<()> {
         format!("building the runtime for {triple} failed (is the target installed? `cargo xtask setup` adds it)")
     })?;
 
-    let staging = stage::staging(&dest)?;
+    let staging = run.staging(&dest)?;
     let release = cargo_dir.join(triple).join("release");
     let mut sizes = Vec::new();
     for bin in bins()? {
@@ -157,14 +167,22 @@ fn build(target: Target, cache: &Path) -> Result<()> {
         "inputs": inputs,
         "tools": tools,
     });
-    stage::publish(&staging.keep(), &dest, manifest)?;
-    tracing::info!("runtime: wrote {}", dest.display());
-    Ok(())
+    run.finish(staging, &dest, manifest)
 }
 
 /// Flags that keep this machine out of the binaries: paths are remapped
 /// to fixed prefixes, and mingw's ld, which stamps the link time into the
 /// PE header unless told not to, writes zero there.
+///
+/// Windows binaries also go without their COFF symbol table, whose names
+/// differ in every build: rustc writes the import libraries for raw-dylib
+/// (windows-link) into a fresh `deps/rustcXXXXXX/` directory of the build
+/// directory, ld names their `_head_`/`_iname` symbols after that path,
+/// and ld's hash order of the global symbols then changes with those
+/// names; the PE checksum covers it all. Nothing else differed (measured:
+/// `strip --strip-all` of an unstripped build, its time stamp pinned to 0,
+/// gives these very bytes), so a build without the strip has the shipped
+/// code at the same addresses, with names, for reading a crash report.
 fn rustflags(target: Target) -> Vec<String> {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -178,6 +196,7 @@ fn rustflags(target: Target) -> Vec<String> {
     }
     if target == Target::Windows {
         flags.push("-Clink-arg=-Wl,--no-insert-timestamp".into());
+        flags.push("-Cstrip=symbols".into());
     }
     flags
 }

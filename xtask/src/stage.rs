@@ -179,23 +179,37 @@ pub fn up_to_date(dest: &Path, key: &str) -> bool {
     })
 }
 
+/// Every file in `dir`, sorted by name, with its sha256 and size.
+fn hash_outputs(dir: &Path) -> Result<Vec<Value>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            let size = std::fs::metadata(&path)?.len();
+            Ok(json!({ "path": name, "sha256": sha256_file(&path)?, "size": size }))
+        })
+        .collect()
+}
+
 /// Writes SHA256SUMS and the manifest into `staging` (each listing every
 /// file there, hashed once) and moves `staging` into place as `dest`,
 /// replacing any old one.
 pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
-    let mut outputs = Vec::new();
-    let mut sums = String::new();
-    let mut names: Vec<String> = std::fs::read_dir(staging)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    for name in names {
-        let path = staging.join(&name);
-        let size = std::fs::metadata(&path)?.len();
-        let sha = sha256_file(&path)?;
-        sums.push_str(&format!("{sha}  {name}\n"));
-        outputs.push(json!({ "path": name, "sha256": sha, "size": size }));
-    }
+    let mut outputs = hash_outputs(staging)?;
+    let sums: String = outputs
+        .iter()
+        .map(|o| {
+            format!(
+                "{}  {}\n",
+                o["sha256"].as_str().unwrap_or_default(),
+                o["path"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
     std::fs::write(staging.join(SUMS), &sums)?;
     outputs
         .push(json!({ "path": SUMS, "sha256": hex(&Sha256::digest(&sums)), "size": sums.len() }));
@@ -213,6 +227,162 @@ pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
     std::fs::rename(staging, dest).with_context(|| format!("cannot publish {}", dest.display()))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// Fails unless every file in `rebuilt` has the sha256 that `dest`'s
+/// manifest records for it, and every output recorded there was rebuilt
+/// (SHA256SUMS aside: it follows from the others). The error names each
+/// file that differs, with both sha256s.
+pub fn compare(rebuilt: &Path, dest: &Path) -> Result<()> {
+    let manifest_path = dest.join(MANIFEST);
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", manifest_path.display()))?;
+    let shas = |outputs: &[Value]| -> std::collections::BTreeMap<String, String> {
+        outputs
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o["path"].as_str()?.to_string(),
+                    o["sha256"].as_str()?.to_string(),
+                ))
+            })
+            .filter(|(name, _)| name != SUMS)
+            .collect()
+    };
+    let published = shas(manifest["outputs"].as_array().map_or(&[], Vec::as_slice));
+    let rebuilt_shas = shas(&hash_outputs(rebuilt)?);
+    let mut names: Vec<&String> = published.keys().chain(rebuilt_shas.keys()).collect();
+    names.sort();
+    names.dedup();
+    let differences: Vec<String> = names
+        .into_iter()
+        .filter_map(|name| match (published.get(name), rebuilt_shas.get(name)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) => Some(format!("{name}: published {a}, rebuilt {b}")),
+            (Some(a), None) => Some(format!("{name}: published {a}, missing from the rebuild")),
+            (None, Some(b)) => Some(format!("{name}: not published, rebuilt {b}")),
+            (None, None) => None,
+        })
+        .collect();
+    if !differences.is_empty() {
+        bail!(
+            "the clean rebuild differs from {} in {} file(s) (the rebuilt outputs are kept in {}):\n  {}",
+            dest.display(),
+            differences.len(),
+            rebuilt.display(),
+            differences.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// One run of a stage: a build that publishes, or (`--verify-reproducible`)
+/// a clean rebuild that checks the published outputs are reproducible.
+/// The rebuild starts from an empty cache in a directory of its own,
+/// `target/cache/verify/<stage>`, so absolute paths differ from the first
+/// build's, and compares every output with the published one instead of
+/// publishing. Every stage verifies this one way.
+pub struct Run {
+    stage: &'static str,
+    /// The rebuild's directory, when verifying.
+    rebuild: Option<PathBuf>,
+}
+
+impl Run {
+    pub fn new(stage: &'static str, verify: bool) -> Run {
+        Run {
+            stage,
+            rebuild: verify.then(|| cache_dir().join("verify").join(stage)),
+        }
+    }
+
+    pub fn verifying(&self) -> bool {
+        self.rebuild.is_some()
+    }
+
+    /// True if the stage has nothing to do: `dest` holds the outputs of
+    /// `key`. A verification always rebuilds, but needs those outputs: a
+    /// stale or missing one is an error, not a reproducibility failure.
+    pub fn up_to_date(&self, dest: &Path, key: &str) -> Result<bool> {
+        let current = up_to_date(dest, key);
+        if self.verifying() {
+            if !current {
+                bail!(
+                    "{} does not hold the current build to compare with: run `cargo xtask {}` with the same options first",
+                    dest.display(),
+                    self.stage
+                );
+            }
+            return Ok(false);
+        }
+        Ok(current)
+    }
+
+    /// Where this run keeps its working files: the stage's `cache`, or,
+    /// when verifying, the rebuild directory, emptied. Call it once, with
+    /// the stage's lock held.
+    pub fn work_dir(&self, cache: &Path) -> Result<PathBuf> {
+        let Some(dir) = &self.rebuild else {
+            return Ok(cache.to_path_buf());
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot empty {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir)?;
+        tracing::info!(
+            "{}: rebuilding from scratch in {}",
+            self.stage,
+            dir.display()
+        );
+        Ok(dir.clone())
+    }
+
+    /// A fresh directory for the outputs: beside `dest` to publish from, or
+    /// in the rebuild directory.
+    pub fn staging(&self, dest: &Path) -> Result<tempfile::TempDir> {
+        let Some(dir) = &self.rebuild else {
+            return staging(dest);
+        };
+        let name = dest.file_name().expect("a named output").to_string_lossy();
+        tempfile::Builder::new()
+            .prefix(&format!("{name}."))
+            .tempdir_in(dir)
+            .with_context(|| format!("cannot create a directory in {}", dir.display()))
+    }
+
+    /// Publishes `staging` as `dest`, or, when verifying, compares it with
+    /// `dest` (keeping it if it differs).
+    pub fn finish(&self, staging: tempfile::TempDir, dest: &Path, manifest: Value) -> Result<()> {
+        if !self.verifying() {
+            publish(&staging.keep(), dest, manifest)?;
+            tracing::info!("{}: wrote {}", self.stage, dest.display());
+            return Ok(());
+        }
+        if let Err(e) = compare(staging.path(), dest) {
+            let _ = staging.keep();
+            return Err(e);
+        }
+        tracing::info!(
+            "{}: reproducible: a clean rebuild gives the same outputs as {}",
+            self.stage,
+            dest.display()
+        );
+        Ok(())
+    }
+
+    /// Ends the run. A verification that got here passed, so its rebuild
+    /// directory goes; one that failed keeps it, to look into.
+    pub fn done(self) -> Result<()> {
+        match &self.rebuild {
+            Some(dir) => std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot remove {}", dir.display())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A fresh staging directory beside `dest`, removed if a stage fails.
@@ -310,5 +480,37 @@ mod tests {
         assert!(!up_to_date(&dest, "k2"));
         std::fs::write(dest.join("bzImage"), b"tampered").unwrap();
         assert!(!up_to_date(&dest, "k1"));
+    }
+
+    #[test]
+    fn compare_names_each_file_that_differs_with_both_sha256s() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let stage = staging(&dest).unwrap();
+        for (name, data) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            std::fs::write(stage.path().join(name), data).unwrap();
+        }
+        publish(&stage.keep(), &dest, json!({})).unwrap();
+        let rebuilt = dir.path().join("rebuilt");
+        std::fs::create_dir(&rebuilt).unwrap();
+        for (name, data) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            std::fs::write(rebuilt.join(name), data).unwrap();
+        }
+        compare(&rebuilt, &dest).unwrap();
+
+        std::fs::write(rebuilt.join("b"), "changed").unwrap();
+        std::fs::remove_file(rebuilt.join("c")).unwrap();
+        std::fs::write(rebuilt.join("d"), "new").unwrap();
+        let err = compare(&rebuilt, &dest).unwrap_err().to_string();
+        let sha = |data: &str| hex(&Sha256::digest(data));
+        assert!(err.contains("in 3 file(s)"), "{err}");
+        assert!(!err.contains("\n  a:"), "{err}");
+        for line in [
+            format!("b: published {}, rebuilt {}", sha("2"), sha("changed")),
+            format!("c: published {}, missing from the rebuild", sha("3")),
+            format!("d: not published, rebuilt {}", sha("new")),
+        ] {
+            assert!(err.contains(&line), "{line:?} not in {err}");
+        }
     }
 }

@@ -9,15 +9,17 @@ use crate::wine::Wine;
 /// Install the host dependencies (as `cargo xtask setup` does), run every
 /// test in the workspace (unit tests, and the integration tests that drive
 /// the real tools, build the kernel and boot it under QEMU), then the
-/// runtime's tests built for Windows and run under Wine, then check that a
-/// clean rebuild of the kernel is bit-identical. This is what CI runs.
+/// runtime's tests built for Windows and run under Wine, then check that
+/// clean rebuilds of the runtime, the debian image and the i386 kernel are
+/// bit-identical to what the tests built (`--verify-reproducible`). This
+/// is what CI runs.
 #[derive(clap::Args)]
 pub struct Args {
     /// Only the runtime's tests built for Windows, under Wine (after setup).
     #[arg(long)]
     windows_only: bool,
     /// Extra arguments for every `cargo test` run, such as a test name
-    /// filter. With these, the kernel reproducibility check is skipped.
+    /// filter. With these, the reproducibility checks are skipped.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cargo_args: Vec<String>,
 }
@@ -39,7 +41,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     windows_tests(&sh, cargo_args)?;
     if !args.windows_only && cargo_args.is_empty() {
-        // Slow (a second full build without ccache), so last.
+        // Each stage rebuilds from scratch what the tests built and
+        // published; the kernel, a full build without ccache, is slowest.
+        cmd!(sh, "{xtask} runtime --verify-reproducible").run()?;
+        cmd!(sh, "{xtask} image --distro debian --verify-reproducible").run()?;
         cmd!(sh, "{xtask} kernel --arch i386 --verify-reproducible").run()?;
     }
     Ok(())

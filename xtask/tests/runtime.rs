@@ -1,5 +1,6 @@
 //! `cargo xtask runtime`: both targets' binaries, the manifest, the no-op
-//! rebuild, and the Windows daemon starting under Wine.
+//! rebuild, and the Windows daemon starting under Wine. (`cargo xtask test`
+//! checks a clean rebuild with `runtime --verify-reproducible`.)
 
 #[path = "../src/wine.rs"]
 mod wine;
@@ -41,7 +42,24 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-/// A PE32+ image for x86-64, with no link time in its header.
+/// The PE checksum as Windows computes it (imagehlp's CheckSumMappedFile):
+/// 16-bit words summed with end-around carry, the field itself skipped,
+/// plus the file's length.
+fn pe_checksum(b: &[u8], field: usize) -> u32 {
+    let mut sum = 0u32;
+    for (i, word) in b.chunks(2).enumerate() {
+        if i * 2 == field || i * 2 == field + 2 {
+            continue;
+        }
+        sum += u32::from(word[0]) | u32::from(word.get(1).copied().unwrap_or(0)) << 8;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum + b.len() as u32
+}
+
+/// A PE32+ image for x86-64, with no link time in its header and no COFF
+/// symbol table (its names differ from build to build), and a right PE
+/// checksum.
 fn assert_pe32_plus_x86_64(path: &Path) {
     let b = std::fs::read(path).unwrap();
     assert_eq!(&b[..2], b"MZ", "{}: no DOS header", path.display());
@@ -54,7 +72,20 @@ fn assert_pe32_plus_x86_64(path: &Path) {
     );
     assert_eq!(u16_at(&b, pe + 4), 0x8664, "{}: not x86-64", path.display());
     assert_eq!(u32_at(&b, pe + 8), 0, "{}: a link time", path.display());
+    assert_eq!(
+        (u32_at(&b, pe + 12), u32_at(&b, pe + 16)),
+        (0, 0),
+        "{}: a COFF symbol table",
+        path.display()
+    );
     assert_eq!(u16_at(&b, pe + 24), 0x20b, "{}: not PE32+", path.display());
+    let checksum = pe + 24 + 64;
+    assert_eq!(
+        u32_at(&b, checksum),
+        pe_checksum(&b, checksum),
+        "{}: a wrong PE checksum",
+        path.display()
+    );
 }
 
 fn assert_elf_x86_64(path: &Path) {
