@@ -38,15 +38,16 @@ pub struct Args {
 const BASE: &[&str] = &["ca-certificates", "git", "gcc", "libc6-dev"];
 const SUITE: &str = "bookworm";
 
-/// Runs as `bash -c ENTER enter ROOT RUSTUP CARGO OVERLAY COMMAND…` inside
+/// Runs as `bash enter.sh ROOT RUSTUP CARGO OVERLAY COMMAND…` inside
 /// `unshare --mount --pid --fork`: the mounts vanish with the namespace.
+/// redirect_dir lets rustup rename the toolchain's directories there.
 const ENTER: &str = r#"set -eu
 root=$1 rustup=$2 cargo=$3 overlay=$4; shift 4
 for tool in rustup cargo; do
     mkdir -p "$overlay/$tool-upper" "$overlay/$tool-work" "$root/opt/$tool"
     eval lower=\$$tool
     mount -t overlay overlay \
-        -o "lowerdir=$lower,upperdir=$overlay/$tool-upper,workdir=$overlay/$tool-work" \
+        -o "lowerdir=$lower,upperdir=$overlay/$tool-upper,workdir=$overlay/$tool-work,redirect_dir=on" \
         "$root/opt/$tool"
 done
 mount -t proc proc "$root/proc"
@@ -89,22 +90,23 @@ pub fn run(args: Args) -> Result<()> {
     phase.done(&format!("commit {commit}"));
 
     let toolchain = Toolchain::of_this_host()?;
+    let script = dir.join("enter.sh");
+    std::fs::write(&script, ENTER)?;
     let enter = |step: &'static str, command: &[&str]| -> Result<()> {
         let phase = Phase::start(step);
-        let started = std::time::Instant::now();
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--pid", "--fork"])
-            .args(["bash", "-c", ENTER, "enter"])
+            .arg("bash")
+            .arg(&script)
             .args([&root, &toolchain.rustup, &toolchain.cargo, &overlay])
             .args(command);
         let log = dir.join(format!("{step}.log"));
         remove_file(&log)?;
-        run_logged(&mut cmd, &log)
-            .with_context(|| format!("the rehearsal failed at `{}`", command.join(" ")))?;
-        phase.done(&format!("{:.0} s", started.elapsed().as_secs_f64()));
+        run_logged(&mut cmd, &log)?;
+        phase.done(&command.join(" "));
         Ok(())
     };
-    enter("targets", &["bash", "-c", ONLY_HOST_TARGET])?;
+    enter("targets", &["sh", "-c", ONLY_HOST_TARGET])?;
     enter("setup", &["cargo", "xtask", "setup"])?;
     if args.full {
         enter("test", &["cargo", "xtask", "test"])?;
