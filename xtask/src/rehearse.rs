@@ -38,6 +38,9 @@ pub struct Args {
 const BASE: &[&str] = &["ca-certificates", "git", "gcc", "libc6-dev"];
 const SUITE: &str = "bookworm";
 
+/// What the machine, not a package, provides.
+const HOST_FILES: &[&str] = &["/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"];
+
 /// Runs as `bash enter.sh ROOT RUSTUP CARGO OVERLAY COMMAND…` inside
 /// `unshare --mount --pid --fork`: the mounts vanish with the namespace.
 /// redirect_dir lets rustup rename the toolchain's directories there.
@@ -55,7 +58,7 @@ mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
 exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
     PATH=/opt/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo \
+    RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     ${COLINUX_TIMEOUT_SCALE:+COLINUX_TIMEOUT_SCALE=$COLINUX_TIMEOUT_SCALE} \
     bash -euc 'cd /src && exec "$@"' rehearse "$@"
 "#;
@@ -84,8 +87,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut tar = Command::new("tar");
     tar.arg("-xf").arg(&base).arg("-C").arg(&root);
     run_logged(&mut tar, &dir.join("unpack.log"))?;
-    std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf"))
-        .context("cannot copy /etc/resolv.conf into the rehearsal")?;
+    // The network a fresh machine is on: its resolver, and the certificate
+    // authorities it trusts (here they include the egress proxy's own).
+    for file in HOST_FILES {
+        std::fs::copy(file, root.join(&file[1..]))
+            .with_context(|| format!("cannot copy {file} into the rehearsal"))?;
+    }
     let commit = clone_into(&root.join("src"), &dir.join("clone.log"))?;
     phase.done(&format!("commit {commit}"));
 
