@@ -96,6 +96,14 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub remove_service: Option<String>,
 
+    /// For installers: read the coMosix ini FILE (after any CONFIG tokens, which it overrides) with the config rules, write the result to --write-config, and print `service=NAME` if its [service] asks for one
+    #[arg(long, value_name = "FILE", requires = "write_config")]
+    pub from_ini: Option<PathBuf>,
+
+    /// Where --from-ini writes the config file (replaced atomically; nothing is written on an error)
+    #[arg(long, value_name = "OUT", requires = "from_ini")]
+    pub write_config: Option<PathBuf>,
+
     /// Work from DIR (services start elsewhere; relative config paths keep their meaning)
     #[arg(long, value_name = "DIR", hide = true)]
     pub cwd: Option<PathBuf>,
@@ -198,6 +206,12 @@ fn dispatch(cli: Cli) -> Result<u8, StartError> {
     #[cfg(windows)]
     if let Some(name) = cli.run_service.clone() {
         return crate::service::run_windows_service(name, cli);
+    }
+    if let (Some(ini), Some(out)) = (&cli.from_ini, &cli.write_config) {
+        return crate::from_ini::write_config(&cli.config, ini, out).map(|stdout| {
+            print!("{stdout}");
+            0
+        });
     }
     if cli.config.is_empty() {
         return Err(StartError::new(
@@ -348,6 +362,8 @@ mod tests {
             "--install-service",
             "--remove-service",
             "--shutdown-timeout",
+            "--from-ini",
+            "--write-config",
             "Exit codes",
             "6  the guest did not power off",
         ] {

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod console;
 pub mod daemon;
 pub mod engine;
+pub mod from_ini;
 pub mod host;
 pub mod qmp;
 pub mod service;
