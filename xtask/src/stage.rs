@@ -195,10 +195,35 @@ fn hash_outputs(dir: &Path) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// `publish_sealed` with nothing to seal.
+pub fn publish(staging: &Path, dest: &Path, manifest: Value) -> Result<()> {
+    publish_sealed(staging, dest, manifest, &|_| Ok(()))
+}
+
 /// Writes SHA256SUMS and the manifest into `staging` (each listing every
-/// file there, hashed once) and moves `staging` into place as `dest`,
+/// file there, hashed once), runs `seal` on it (dist signs them there; what
+/// it adds is listed in neither), and moves `staging` into place as `dest`,
 /// replacing any old one.
-pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
+pub fn publish_sealed(
+    staging: &Path,
+    dest: &Path,
+    manifest: Value,
+    seal: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
+    write_sums_and_manifest(staging, manifest)?;
+    seal(staging)?;
+    let old = dest.with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dest.exists() {
+        std::fs::rename(dest, &old)
+            .with_context(|| format!("cannot move {} aside", dest.display()))?;
+    }
+    std::fs::rename(staging, dest).with_context(|| format!("cannot publish {}", dest.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn write_sums_and_manifest(staging: &Path, mut manifest: Value) -> Result<()> {
     let mut outputs = hash_outputs(staging)?;
     let sums: String = outputs
         .iter()
@@ -218,14 +243,6 @@ pub fn publish(staging: &Path, dest: &Path, mut manifest: Value) -> Result<()> {
         staging.join(MANIFEST),
         serde_json::to_string_pretty(&manifest)? + "\n",
     )?;
-    let old = dest.with_extension("old");
-    let _ = std::fs::remove_dir_all(&old);
-    if dest.exists() {
-        std::fs::rename(dest, &old)
-            .with_context(|| format!("cannot move {} aside", dest.display()))?;
-    }
-    std::fs::rename(staging, dest).with_context(|| format!("cannot publish {}", dest.display()))?;
-    let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
 
@@ -240,20 +257,38 @@ pub fn compare(rebuilt: &Path, dest: &Path) -> Result<()> {
             .with_context(|| format!("cannot read {}", manifest_path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", manifest_path.display()))?;
-    let shas = |outputs: &[Value]| -> std::collections::BTreeMap<String, String> {
-        outputs
-            .iter()
-            .filter_map(|o| {
-                Some((
-                    o["path"].as_str()?.to_string(),
-                    o["sha256"].as_str()?.to_string(),
-                ))
-            })
-            .filter(|(name, _)| name != SUMS)
-            .collect()
-    };
     let published = shas(manifest["outputs"].as_array().map_or(&[], Vec::as_slice));
     let rebuilt_shas = shas(&hash_outputs(rebuilt)?);
+    report_differences(&published, &rebuilt_shas, rebuilt, dest)
+}
+
+/// As `compare`, for a rebuild that made its SHA256SUMS, manifest and seal
+/// too: every file of either directory must be in the other, equal.
+fn compare_every_file(rebuilt: &Path, dest: &Path) -> Result<()> {
+    let published = shas(&hash_outputs(dest)?);
+    report_differences(&published, &shas(&hash_outputs(rebuilt)?), rebuilt, dest)
+}
+
+/// Name → sha256 of outputs, SHA256SUMS aside: it follows from the others.
+fn shas(outputs: &[Value]) -> std::collections::BTreeMap<String, String> {
+    outputs
+        .iter()
+        .filter_map(|o| {
+            Some((
+                o["path"].as_str()?.to_string(),
+                o["sha256"].as_str()?.to_string(),
+            ))
+        })
+        .filter(|(name, _)| name != SUMS)
+        .collect()
+}
+
+fn report_differences(
+    published: &std::collections::BTreeMap<String, String>,
+    rebuilt_shas: &std::collections::BTreeMap<String, String>,
+    rebuilt: &Path,
+    dest: &Path,
+) -> Result<()> {
     let mut names: Vec<&String> = published.keys().chain(rebuilt_shas.keys()).collect();
     names.sort();
     names.dedup();
@@ -357,12 +392,30 @@ impl Run {
     /// Publishes `staging` as `dest`, or, when verifying, compares it with
     /// `dest` (keeping it if it differs).
     pub fn finish(&self, staging: tempfile::TempDir, dest: &Path, manifest: Value) -> Result<()> {
+        self.finish_sealed(staging, dest, manifest, None)
+    }
+
+    /// As `finish`, with `publish_sealed`'s seal; a verification then
+    /// seals the rebuild too and compares every file, seal included.
+    pub fn finish_sealed(
+        &self,
+        staging: tempfile::TempDir,
+        dest: &Path,
+        manifest: Value,
+        seal: Option<&dyn Fn(&Path) -> Result<()>>,
+    ) -> Result<()> {
         if !self.verifying() {
-            publish(&staging.keep(), dest, manifest)?;
+            publish_sealed(&staging.keep(), dest, manifest, seal.unwrap_or(&|_| Ok(())))?;
             tracing::info!("{}: wrote {}", self.stage, dest.display());
             return Ok(());
         }
-        if let Err(e) = compare(staging.path(), dest) {
+        let compared = match seal {
+            None => compare(staging.path(), dest),
+            Some(seal) => write_sums_and_manifest(staging.path(), manifest)
+                .and_then(|()| seal(staging.path()))
+                .and_then(|()| compare_every_file(staging.path(), dest)),
+        };
+        if let Err(e) = compared {
             let _ = staging.keep();
             return Err(e);
         }
