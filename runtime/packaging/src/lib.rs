@@ -4,6 +4,8 @@
 
 pub mod authenticode;
 pub mod deb;
+pub mod linux;
+pub mod manpage;
 pub mod nsis;
 pub mod sbom;
 pub mod signature;

@@ -172,12 +172,25 @@ pub fn write_tar_gz(entries: &[Entry], out: &Path, source_date_epoch: u64) -> Re
     written
 }
 
+/// A gzip stream like `gzip -9n`'s: best compression, mtime 0, no file name.
+fn gz_writer<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
+    // mtime 0 and no name are GzBuilder's defaults; say so anyway.
+    flate2::GzBuilder::new()
+        .mtime(0)
+        .write(w, flate2::Compression::best())
+}
+
+/// `data` compressed like `gzip -9n` (man pages, changelogs).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = gz_writer(Vec::new());
+    // Writes to a Vec cannot fail.
+    let _ = gz.write_all(data);
+    gz.finish().unwrap_or_default()
+}
+
 fn write_to(entries: &[Entry], tmp: &Path, sde: u64) -> Result<(), Error> {
     let file = File::create(tmp).map_err(io_error(tmp))?;
-    // mtime 0 and no file name are GzBuilder's defaults; say so anyway.
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(BufWriter::new(file), flate2::Compression::best());
+    let gz = gz_writer(BufWriter::new(file));
     let mut tar = tar::Builder::new(gz);
     for entry in entries {
         append(&mut tar, entry, sde).map_err(|e| match e {
@@ -407,6 +420,22 @@ mod tests {
         assert!(String::from_utf8_lossy(&named.stdout)
             .lines()
             .all(|l| l.contains(" root/root ")));
+    }
+
+    #[test]
+    fn gzip_is_like_gzip_9n() {
+        let data = b"colinux ".repeat(1000);
+        let gz = gzip(&data);
+        // No name flag, mtime 0, maximum compression (XFL 2), OS unknown.
+        assert_eq!(&gz[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255]);
+        let out = Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        out.stdin.as_ref().unwrap().write_all(&gz).unwrap();
+        assert_eq!(out.wait_with_output().unwrap().stdout, data);
     }
 
     #[test]
