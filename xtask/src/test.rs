@@ -37,6 +37,7 @@ pub fn run(args: Args) -> Result<()> {
     sh.change_dir(crate::stage::root());
     let cargo_args = &args.cargo_args;
     if !args.windows_only {
+        lint_ci(&sh)?;
         cmd!(sh, "cargo test --workspace --locked {cargo_args...}").run()?;
     }
     windows_tests(&sh, cargo_args)?;
@@ -47,6 +48,16 @@ pub fn run(args: Args) -> Result<()> {
         cmd!(sh, "{xtask} image --distro debian --verify-reproducible").run()?;
         cmd!(sh, "{xtask} kernel --arch i386 --verify-reproducible").run()?;
     }
+    Ok(())
+}
+
+/// The workflows (actionlint, which runs shellcheck on their scripts) and
+/// the CI scripts (shellcheck): a broken release workflow is only found on a
+/// tag otherwise.
+fn lint_ci(sh: &Shell) -> Result<()> {
+    let actionlint = crate::setup::pypi_program("actionlint");
+    cmd!(sh, "{actionlint} -no-color -oneline").run()?;
+    cmd!(sh, "shellcheck .ci/run ci/test.sh ci/verify-dist.sh").run()?;
     Ok(())
 }
 
