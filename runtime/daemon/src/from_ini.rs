@@ -63,18 +63,21 @@ fn config_text(settings: &Settings, ini: &Path) -> String {
         text,
         "# coLinux configuration, written by the installer from {}\n\
          # (`colinux-daemon --from-ini`; relative paths there are resolved against\n\
-         # its folder). Edit freely; `colinux-daemon --dry-run @colinux.conf` checks it.",
+         # its folder; \"command line argument\" means the installer's defaults).\n\
+         # Edit freely; `colinux-daemon --dry-run @colinux.conf` checks it.",
         ini.display()
     );
+    // Only in the file: the installer reads this command's output for the
+    // service line, and logs the QEMU warning itself.
     if let Err(e) = engine::find_engine(settings) {
         let _ = writeln!(
             text,
             "#\n# WARNING: QEMU was not found ({e}).\n\
              # Install QEMU for Windows from {QEMU_DOWNLOAD}\n\
-             # and set qemu= to its qemu-system-x86_64.exe, for example\n\
-             # qemu=\"C:\\Program Files\\qemu\\qemu-system-x86_64.exe\""
+             # and set qemu= to its {program}.exe, for example\n\
+             # qemu=\"C:\\Program Files\\qemu\\{program}.exe\"",
+            program = engine::default_engine(settings.arch()),
         );
-        tracing::warn!("QEMU not found ({e}): get it from {QEMU_DOWNLOAD}");
     }
     text.push('\n');
     text.push_str(&settings.describe(None));
