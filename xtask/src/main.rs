@@ -5,6 +5,7 @@
 
 mod bench;
 mod convert;
+mod dist;
 mod image;
 mod initramfs;
 mod kernel;
@@ -41,6 +42,7 @@ enum Stage {
     Kernel(kernel::Args),
     Image(image::Args),
     Runtime(runtime::Args),
+    Dist(dist::Args),
     Initramfs(initramfs::Args),
     Bench(bench::Args),
     Test(test::Args),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Stage::Kernel(args) => kernel::run(args),
         Stage::Image(args) => image::run(args),
         Stage::Runtime(args) => runtime::run(args),
+        Stage::Dist(args) => dist::run(args),
         Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Test(args) => test::run(args),
