@@ -46,6 +46,8 @@ const HOST_FILES: &[&str] = &["/etc/resolv.conf", "/etc/ssl/certs/ca-certificate
 /// redirect_dir lets rustup rename the toolchain's directories there.
 const ENTER: &str = r#"set -eu
 root=$1 rustup=$2 cargo=$3 overlay=$4; shift 4
+# A root that is a mount point, as a machine's is (unshare inside needs it).
+mount --bind "$root" "$root"
 for tool in rustup cargo; do
     mkdir -p "$overlay/$tool-upper" "$overlay/$tool-work" "$root/opt/$tool"
     eval lower=\$$tool
