@@ -91,7 +91,14 @@ pub fn sign(input: &Path, output: &Path, keys: &AuthenticodeKeys, time: u64) -> 
     let result = run_tool(&mut cmd, "osslsigncode", "osslsigncode", input, stdin);
     if let Err(Error::Tool { output: text, .. }) = &result {
         let _ = std::fs::remove_file(&partial);
-        if text.contains("Wrong password") || text.contains("bad decrypt") {
+        // OpenSSL's own words, whichever of them reach the last lines.
+        let wrong = [
+            "Wrong password",
+            "bad decrypt",
+            "bad password read",
+            "problems getting password",
+        ];
+        if wrong.iter().any(|w| text.contains(w)) {
             return Err(Error::WrongPassword {
                 path: keys.key.clone(),
             });
