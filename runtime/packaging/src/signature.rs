@@ -63,11 +63,15 @@ impl SigningKey {
         // would make it prompt on the terminal.
         let sk = boxed
             .into_secret_key(Some(password.unwrap_or_default().to_string()))
-            .map_err(|e| match password {
-                Some(_) => key_error(format!("wrong password for this minisign key ({e})")),
-                None => key_error(format!(
-                    "this minisign key is encrypted and no password was given ({e})"
-                )),
+            .map_err(|e| {
+                // The crate tells a bad password only by its message.
+                if !e.to_string().contains("Wrong password") {
+                    return key_error(format!("not a minisign secret key ({e})"));
+                }
+                key_error(match password {
+                    Some(_) => "wrong password for this minisign key".into(),
+                    None => "this minisign key is encrypted and no password was given".into(),
+                })
             })?;
         let public = minisign::PublicKey::from_secret_key(&sk)
             .and_then(|pk| pk.to_box())
