@@ -155,21 +155,23 @@ pub fn normalize(entries: &[Entry]) -> Result<Vec<Entry>, Error> {
 /// temporary file beside it that is renamed into place when complete.
 pub fn write_tar_gz(entries: &[Entry], out: &Path, source_date_epoch: u64) -> Result<(), Error> {
     let entries = normalize(entries)?;
-    let name = out.file_name().ok_or_else(|| Error::Io {
-        path: out.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
-    })?;
-    let tmp = out.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = write_to(&entries, &tmp, source_date_epoch)
-        .and_then(|()| std::fs::rename(&tmp, out).map_err(io_error(out)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // Removed when dropped, so a failure leaves nothing behind.
+    let tmp = tempfile::Builder::new()
+        .prefix(".colinux-tar.")
+        .tempfile_in(dir)
+        .map_err(io_error(dir))?;
+    write_to(&entries, tmp.as_file(), tmp.path(), source_date_epoch)?;
+    // A release file, not the private 0600 of a temporary one.
+    let public = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+    tmp.as_file()
+        .set_permissions(public)
+        .map_err(io_error(tmp.path()))?;
+    tmp.persist(out).map_err(|e| io_error(out)(e.error))?;
+    Ok(())
 }
 
 /// A gzip stream like `gzip -9n`'s: best compression, mtime 0, no file name.
@@ -188,8 +190,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     gz.finish().unwrap_or_default()
 }
 
-fn write_to(entries: &[Entry], tmp: &Path, sde: u64) -> Result<(), Error> {
-    let file = File::create(tmp).map_err(io_error(tmp))?;
+fn write_to(entries: &[Entry], file: &File, tmp: &Path, sde: u64) -> Result<(), Error> {
     let gz = gz_writer(BufWriter::new(file));
     let mut tar = tar::Builder::new(gz);
     for entry in entries {
@@ -202,8 +203,7 @@ fn write_to(entries: &[Entry], tmp: &Path, sde: u64) -> Result<(), Error> {
         })?;
     }
     let gz = tar.into_inner().map_err(io_error(tmp))?;
-    let file = gz
-        .finish()
+    gz.finish()
         .map_err(io_error(tmp))?
         .into_inner()
         .map_err(|e| io_error(tmp)(e.into_error()))?;
@@ -379,6 +379,9 @@ mod tests {
             .unwrap();
         write_tar_gz(&reversed, &b, SDE).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&a).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644);
         // gzip header: magic, deflate, no flags (no name), mtime 0, OS unknown.
         let bytes = std::fs::read(&a).unwrap();
         assert_eq!(&bytes[..8], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);

@@ -14,7 +14,8 @@ use colinux_packaging::linux::{self, LinuxInputs};
 use colinux_packaging::tarball;
 
 const SDE: u64 = 1_700_000_000;
-const MAINTAINER: &str = "coLinux test <test@colinux.example.org>";
+/// The address `cargo xtask dist` puts in the package, so lintian sees it.
+const MAINTAINER: &str = "coLinux developers <colinux@users.noreply.github.com>";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
