@@ -2,6 +2,7 @@
 //! people use today, in the same run, and print the ratios.
 
 mod convert;
+mod dist;
 mod kernel;
 mod runtime;
 
@@ -30,6 +31,9 @@ enum Which {
     /// Boot the debian image to its login banner under colinux-daemon and
     /// with the same QEMU command line by hand; daemon RSS; pc vs microvm.
     Runtime(runtime::Args),
+    /// Time dist's packaging and signing with the stages up to date, the
+    /// no-op dist, and (--cold) the stages' own cold builds to compare.
+    Dist(dist::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -37,6 +41,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Convert(a) => convert::run(a),
         Which::Kernel(a) => kernel::run(a),
         Which::Runtime(a) => runtime::run(a),
+        Which::Dist(a) => dist::run(a),
     }
 }
 
