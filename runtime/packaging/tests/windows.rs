@@ -223,14 +223,42 @@ fn drive_c() -> PathBuf {
     root().join("target/cache/wine/drive_c")
 }
 
-/// A folder with the installer and an ini beside it, as a share would hold.
-fn deployment(name: &str, ini: &str) -> PathBuf {
+/// A folder with the installer and, if given, an ini beside it, as a
+/// share would hold.
+fn deployment(name: &str, ini: Option<&str>) -> PathBuf {
     let b = built();
     let dir = b.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&b.installer, dir.join("setup.exe")).unwrap();
-    std::fs::write(dir.join("colinux.ini"), ini).unwrap();
+    if let Some(ini) = ini {
+        std::fs::write(dir.join("colinux.ini"), ini).unwrap();
+    }
     dir
+}
+
+/// One install at a time: installs share the machine's registry keys
+/// (HKLM\Software\coLinux, the uninstall entry) and the setup log.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The last run's `%TEMP%\colinux-setup.log` in the prefix.
+fn setup_log() -> String {
+    let path = drive_c().join("users/root/Temp/colinux-setup.log");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| format!("{}: {e}", path.display()))
+}
+
+fn uninstall(win_dir: &str, dir: &Path) {
+    let out = wine(
+        &[
+            &format!("{win_dir}\\uninstall.exe"),
+            "/S",
+            &format!("_?={win_dir}"),
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "uninstall.exe /S: {out:?}");
 }
 
 /// A per-test install folder in the prefix (tests run in parallel).
@@ -242,11 +270,14 @@ fn install_dir(name: &str) -> (String, PathBuf) {
 
 #[test]
 fn silent_install_from_an_ini_then_uninstall() {
+    let _one = one_at_a_time();
     let share = deployment(
         "share",
-        "; a lab node\r\n[comosix]\r\nmemory_size = 384\r\n[NFS]\r\nserver = 10.0.0.1\r\n\
+        Some(
+            "; a lab node\r\n[comosix]\r\nmemory_size = 384\r\n[NFS]\r\nserver = 10.0.0.1\r\n\
          path = /srv/comosix\r\noptions = ro,nolock\r\n[cobd]\r\npath_0 = swap.img\r\n\
          path_1 = data.img\r\n",
+        ),
     );
     for disk in ["swap.img", "data.img"] {
         std::fs::write(share.join(disk), vec![0u8; 4096]).unwrap();
@@ -316,15 +347,7 @@ fn silent_install_from_an_ini_then_uninstall() {
 
     // The uninstaller removes what the installer wrote and nothing else.
     std::fs::write(dir.join("root.ext4"), "the user's disk image").unwrap();
-    let out = wine(
-        &[
-            &format!("{win_dir}\\uninstall.exe"),
-            "/S",
-            &format!("_?={win_dir}"),
-        ],
-        &dir,
-    );
-    assert!(out.status.success(), "uninstall.exe /S: {out:?}");
+    uninstall(&win_dir, &dir);
     // `_?=` runs the uninstaller in place, so it cannot delete itself (NSIS
     // documents this); everything else it installed is gone.
     for name in installed.iter().filter(|n| **n != "uninstall.exe") {
@@ -339,12 +362,84 @@ fn silent_install_from_an_ini_then_uninstall() {
 
 #[test]
 fn an_ini_with_a_gap_installs_nothing() {
+    let _one = one_at_a_time();
     let share = deployment(
         "gap",
-        "[comosix]\nmemory_size = 256\n[cobd]\npath_0 = a.img\npath_2 = c.img\n",
+        Some("[comosix]\nmemory_size = 256\n[cobd]\npath_0 = a.img\npath_2 = c.img\n"),
     );
     let (win_dir, dir) = install_dir("gap");
     let out = wine(&["setup.exe", "/S", &format!("/D={win_dir}")], &share);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(!dir.exists(), "{} was created", dir.display());
+    // The config crate's one-line message, for whoever deployed it.
+    let log = setup_log();
+    assert!(
+        log.contains("colinux.ini:5: path_2 = c.img: path_1 is missing")
+            && log.contains("nothing was installed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_an_ini_the_documented_default_config_is_installed() {
+    let _one = one_at_a_time();
+    let share = deployment("plain", None);
+    let (win_dir, dir) = install_dir("plain");
+    let out = wine(&["setup.exe", "/S", &format!("/D={win_dir}")], &share);
+    assert!(out.status.success(), "setup.exe /S: {out:?}");
+    let conf = std::fs::read_to_string(dir.join("colinux.conf")).unwrap();
+    let template = std::fs::read_to_string(nsis::DEFAULT_CONF).unwrap();
+    assert!(conf.starts_with(&template), "{conf}");
+    assert!(
+        conf.contains("# WARNING: the installer did not find QEMU"),
+        "{conf}"
+    );
+    assert!(setup_log().contains("QEMU for Windows was not found"));
+    // With the disk image it names, the daemon accepts it; only QEMU is missing.
+    std::fs::write(dir.join("root.ext4"), vec![0u8; 4096]).unwrap();
+    let dry = wine(
+        &[
+            &format!("{win_dir}\\colinux-daemon.exe"),
+            "--dry-run",
+            "@colinux.conf",
+        ],
+        &dir,
+    );
+    assert_eq!(dry.status.code(), Some(3), "{dry:?}");
+    uninstall(&win_dir, &dir);
+    assert!(!dir.join("colinux.conf").exists() && dir.join("root.ext4").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_ini_service_is_created_and_the_uninstaller_removes_it() {
+    let _one = one_at_a_time();
+    let name = format!("test{}", std::process::id());
+    let share = deployment(
+        "service",
+        Some(&format!(
+            "[comosix]\nmemory_size = 128\n[service]\ninstall = yes\nname = {name}\n"
+        )),
+    );
+    let (win_dir, dir) = install_dir("service");
+    let out = wine(&["setup.exe", "/S", &format!("/D={win_dir}")], &share);
+    assert!(
+        out.status.success(),
+        "setup.exe /S: {out:?}\n{}",
+        setup_log()
+    );
+    let key = format!("HKLM\\System\\CurrentControlSet\\Services\\colinux-{name}");
+    let query = wine(&["reg", "query", &key], &dir);
+    let text = String::from_utf8_lossy(&query.stdout);
+    assert!(
+        text.contains(&format!("--run-service {name}")) && text.contains("colinux.conf"),
+        "{query:?}"
+    );
+    uninstall(&win_dir, &dir);
+    let query = wine(&["reg", "query", &key], &dir);
+    assert!(
+        !query.status.success(),
+        "the service is still there: {query:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
