@@ -42,6 +42,9 @@ struct Built {
     inputs: LinuxInputs,
     deb: PathBuf,
     tarball: PathBuf,
+    /// The layout's paths as dpkg-deb and tar show them: directories with
+    /// a trailing `/`.
+    layout: BTreeSet<String>,
 }
 
 /// The runtime binaries from the repository's own stage; the guest kernels
@@ -106,26 +109,22 @@ fn built() -> &'static Built {
         std::fs::create_dir_all(&dir).unwrap();
         let inputs = inputs(&dir);
         let (deb, tarball) = build(&inputs, &dir.join("first"));
+        let entries = linux::linux_layout(&inputs).unwrap();
+        let layout = tarball::normalize(&entries)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.content {
+                tarball::Content::Dir => format!("{}/", e.path),
+                _ => e.path,
+            })
+            .collect();
         Built {
             inputs,
             deb,
             tarball,
+            layout,
         }
     })
-}
-
-/// The layout's paths as dpkg-deb and tar show them: directories with a
-/// trailing `/`.
-fn layout_paths() -> BTreeSet<String> {
-    let entries = linux::linux_layout(&built().inputs).unwrap();
-    tarball::normalize(&entries)
-        .unwrap()
-        .into_iter()
-        .map(|e| match e.content {
-            tarball::Content::Dir => format!("{}/", e.path),
-            _ => e.path,
-        })
-        .collect()
 }
 
 #[test]
@@ -151,8 +150,8 @@ fn the_deb_holds_the_layout_owned_by_root_and_the_tarball_the_same() {
             in_deb.insert(path.to_string());
         }
     }
-    let layout = layout_paths();
-    assert_eq!(in_deb, layout);
+    let layout = &b.layout;
+    assert_eq!(&in_deb, layout);
     for expected in [
         "usr/bin/colinux-daemon",
         "usr/bin/colinux-console",
@@ -169,7 +168,7 @@ fn the_deb_holds_the_layout_owned_by_root_and_the_tarball_the_same() {
         .lines()
         .map(String::from)
         .collect();
-    assert_eq!(in_tarball, layout);
+    assert_eq!(&in_tarball, layout);
 
     let fields = stdout(Command::new("dpkg-deb").arg("-f").arg(&b.deb));
     for field in [
@@ -231,7 +230,7 @@ fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
     );
 
     run(&mut dpkg(&["--purge", "colinux"]));
-    for path in layout_paths() {
+    for path in &b.layout {
         let gone = target.join(&path);
         // dpkg keeps directories that other packages (none here) might share;
         // what is ours must be gone.
