@@ -38,7 +38,7 @@ pub const NEEDS: &[Needs] = &[
         // The rest come with every Debian system (essential or required).
         programs: &[
             "git", "sh", "bash", "date", "tar", "gzip", "sha256sum", "cp", "dd", "cmp", "sync",
-            "apt-get", "apt-cache", "dpkg-query", "dpkg-deb",
+            "apt-get", "apt-cache", "dpkg-query", "dpkg-deb", "md5sum",
         ],
         rustup_targets: &[],
     },
@@ -175,7 +175,11 @@ pub const NEEDS: &[Needs] = &[
             ("minisign", "checks our minisign signatures with a tool we did not write"),
             ("lintian", "checks the Debian package (dpkg-deb, from dpkg, builds it)"),
         ],
-        programs: &["makensis", "osslsigncode", "openssl", "minisign", "lintian", "dpkg"],
+        // dpkg-shlibdeps (dpkg-dev) and strip (binutils) come with lintian.
+        programs: &[
+            "makensis", "osslsigncode", "openssl", "minisign", "lintian", "dpkg", "dpkg-shlibdeps",
+            "strip",
+        ],
         rustup_targets: &[],
     },
 ];
@@ -740,7 +744,9 @@ mod tests {
                     continue;
                 };
                 let word = literal.split(['"', ' ']).next().unwrap_or("");
-                if !word.is_empty() && !word.contains('{') && !word.ends_with(".exe") {
+                // Tests of a missing tool run one under /nonexistent.
+                let named = !word.is_empty() && !word.contains('{') && !word.ends_with(".exe");
+                if named && !word.starts_with("/nonexistent/") {
                     found.push(word.to_string());
                 }
             }
