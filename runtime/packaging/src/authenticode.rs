@@ -157,6 +157,8 @@ pub fn verify(file: &Path, ca: &Path) -> Result<(), Error> {
 /// [`verify`]) and a code-signing certificate signed by it with its chain
 /// (`authenticode.pem`) and key (`authenticode.key`, mode 0600). Made with
 /// the openssl CLI on first use, each published with a rename; reused after.
+/// Two processes making them in the same `dir` at once could mix the two
+/// sets: call it once, before parallel work (dist does).
 pub fn make_dev_keys(dir: &Path) -> Result<AuthenticodeKeys, Error> {
     let keys = AuthenticodeKeys {
         cert: dir.join(DEV_CERT),

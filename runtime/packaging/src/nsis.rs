@@ -73,6 +73,16 @@ pub fn build(spec: &InstallerSpec, out: &Path) -> Result<(), Error> {
     check_inputs(spec)?;
     if let Some((keys, _)) = &spec.sign {
         authenticode::check_keys(keys)?;
+        // makensis would only say that its !uninstfinalize command failed.
+        let mut version = Command::new("osslsigncode");
+        version.arg("--version");
+        authenticode::run_tool(
+            &mut version,
+            "osslsigncode",
+            "osslsigncode",
+            Path::new(SCRIPT),
+            None,
+        )?;
     }
     let parent = out
         .parent()
