@@ -145,7 +145,12 @@ fn signing_and_the_installer_are_reproducible() {
 
     // A second build, elsewhere, compares equal (cmp, as a user would).
     let second = b.dir.join("second").join("colinux-0.1.0-setup.exe");
+    let start = Instant::now();
     nsis::build(&b.spec, &second).unwrap();
+    eprintln!(
+        "second installer build: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let cmp = Command::new("cmp")
         .arg(&b.installer)
         .arg(&second)
