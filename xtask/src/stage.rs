@@ -195,6 +195,9 @@ fn hash_outputs(dir: &Path) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// Signs a finished output directory in place (dist's signatures).
+pub type Seal<'a> = &'a dyn Fn(&Path) -> Result<()>;
+
 /// `publish_sealed` with nothing to seal.
 pub fn publish(staging: &Path, dest: &Path, manifest: Value) -> Result<()> {
     publish_sealed(staging, dest, manifest, &|_| Ok(()))
@@ -204,12 +207,7 @@ pub fn publish(staging: &Path, dest: &Path, manifest: Value) -> Result<()> {
 /// file there, hashed once), runs `seal` on it (dist signs them there; what
 /// it adds is listed in neither), and moves `staging` into place as `dest`,
 /// replacing any old one.
-pub fn publish_sealed(
-    staging: &Path,
-    dest: &Path,
-    manifest: Value,
-    seal: &dyn Fn(&Path) -> Result<()>,
-) -> Result<()> {
+pub fn publish_sealed(staging: &Path, dest: &Path, manifest: Value, seal: Seal) -> Result<()> {
     write_sums_and_manifest(staging, manifest)?;
     seal(staging)?;
     let old = dest.with_extension("old");
@@ -246,30 +244,21 @@ fn write_sums_and_manifest(staging: &Path, mut manifest: Value) -> Result<()> {
     Ok(())
 }
 
-/// Fails unless every file in `rebuilt` has the sha256 that `dest`'s
-/// manifest records for it, and every output recorded there was rebuilt
-/// (SHA256SUMS aside: it follows from the others). The error names each
-/// file that differs, with both sha256s.
+/// Fails unless every file of `rebuilt` is in `dest` with the same
+/// sha256, and the other way round; SHA256SUMS and the manifest aside
+/// (they follow from the other files, and from inputs that are the same
+/// when `dest` is current). The error names each file that differs, with
+/// both sha256s.
 pub fn compare(rebuilt: &Path, dest: &Path) -> Result<()> {
-    let manifest_path = dest.join(MANIFEST);
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+    report_differences(
+        &shas(&hash_outputs(dest)?),
+        &shas(&hash_outputs(rebuilt)?),
+        rebuilt,
+        dest,
     )
-    .with_context(|| format!("{} is not JSON", manifest_path.display()))?;
-    let published = shas(manifest["outputs"].as_array().map_or(&[], Vec::as_slice));
-    let rebuilt_shas = shas(&hash_outputs(rebuilt)?);
-    report_differences(&published, &rebuilt_shas, rebuilt, dest)
 }
 
-/// As `compare`, for a rebuild that made its SHA256SUMS, manifest and seal
-/// too: every file of either directory must be in the other, equal.
-fn compare_every_file(rebuilt: &Path, dest: &Path) -> Result<()> {
-    let published = shas(&hash_outputs(dest)?);
-    report_differences(&published, &shas(&hash_outputs(rebuilt)?), rebuilt, dest)
-}
-
-/// Name → sha256 of outputs, SHA256SUMS aside: it follows from the others.
+/// Name → sha256 of outputs, SHA256SUMS and the manifest aside.
 fn shas(outputs: &[Value]) -> std::collections::BTreeMap<String, String> {
     outputs
         .iter()
@@ -279,7 +268,7 @@ fn shas(outputs: &[Value]) -> std::collections::BTreeMap<String, String> {
                 o["sha256"].as_str()?.to_string(),
             ))
         })
-        .filter(|(name, _)| name != SUMS)
+        .filter(|(name, _)| name != SUMS && name != MANIFEST)
         .collect()
 }
 
@@ -402,19 +391,19 @@ impl Run {
         staging: tempfile::TempDir,
         dest: &Path,
         manifest: Value,
-        seal: Option<&dyn Fn(&Path) -> Result<()>>,
+        seal: Option<Seal>,
     ) -> Result<()> {
         if !self.verifying() {
             publish_sealed(&staging.keep(), dest, manifest, seal.unwrap_or(&|_| Ok(())))?;
             tracing::info!("{}: wrote {}", self.stage, dest.display());
             return Ok(());
         }
-        let compared = match seal {
-            None => compare(staging.path(), dest),
-            Some(seal) => write_sums_and_manifest(staging.path(), manifest)
-                .and_then(|()| seal(staging.path()))
-                .and_then(|()| compare_every_file(staging.path(), dest)),
-        };
+        // Made as for publishing, so a kept rebuild reads the same; a seal
+        // covers SHA256SUMS and the manifest, so comparing its files
+        // compares those too.
+        let compared = write_sums_and_manifest(staging.path(), manifest)
+            .and_then(|()| seal.map_or(Ok(()), |seal| seal(staging.path())))
+            .and_then(|()| compare(staging.path(), dest));
         if let Err(e) = compared {
             let _ = staging.keep();
             return Err(e);
