@@ -183,6 +183,11 @@ fn verify_reproducible_compares_only_with_the_current_image() {
             && err.contains("run `cargo xtask image` with the same options first"),
         "{err}"
     );
+    let help = String::from_utf8_lossy(&xtask(&["image", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("--verify-reproducible") && help.contains("target/cache/verify/image"),
+        "{help}"
+    );
 }
 
 #[test]

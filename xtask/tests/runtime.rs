@@ -164,3 +164,16 @@ fn builds_both_targets_then_is_a_no_op() {
         );
     }
 }
+
+#[test]
+fn help_documents_the_clean_rebuild_check() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["runtime", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--verify-reproducible") && help.contains("target/cache/verify/runtime"),
+        "{help}"
+    );
+}
