@@ -7,7 +7,7 @@
 # Usage: ci/verify-dist.sh DIR [AUTHENTICODE_CA_PEM]
 set -euo pipefail
 dir=${1:?usage: ci/verify-dist.sh DIR [AUTHENTICODE_CA_PEM]}
-ca=${2:-/etc/ssl/certs/ca-certificates.crt}
+ca=$(realpath "${2:-/etc/ssl/certs/ca-certificates.crt}")
 cd "$dir"
 sha256sum --quiet --strict -c SHA256SUMS
 signed=0
@@ -17,8 +17,12 @@ for sig in *.minisig; do
 done
 exes=0
 for exe in *.exe; do
-    osslsigncode verify -CAfile "$ca" -in "$exe" >/dev/null
+    if ! out=$(osslsigncode verify -CAfile "$ca" -in "$exe" 2>&1); then
+        printf '%s\n' "$out" >&2
+        echo "verify-dist: $exe: the Authenticode signature does not verify against $ca" >&2
+        exit 1
+    fi
     exes=$((exes + 1))
 done
-lintian --fail-on error --no-tag-display-limit ./*.deb
+lintian --fail-on error --tag-display-limit 0 ./*.deb
 echo "verify-dist: $(wc -l < SHA256SUMS) checksums, $signed minisign signatures, $exes Authenticode signatures and lintian: all good"
