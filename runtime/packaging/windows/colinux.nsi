@@ -178,6 +178,9 @@ FunctionEnd
 
 Section "coLinux (daemon, console, kernels)" SecMain
   SectionIn RO
+  ; File would store each input's modification time, which changes with
+  ; every build and checkout: the installer would not be reproducible.
+  SetDateSave off
   Delete "${LOG}"
   !insertmacro Log "coLinux ${VERSION} into $INSTDIR"
 
