@@ -154,11 +154,19 @@ pub fn run(args: Args) -> Result<()> {
     // start that build over.
     let built_from = build.join(".colinux-source");
     let stamp = format!("{} {BUILD_ENV}", src.sha256);
-    if std::fs::read_to_string(&built_from).ok().as_deref() != Some(stamp.as_str()) {
+    let last = std::fs::read_to_string(&built_from).unwrap_or_default();
+    let mut last = last.lines();
+    if last.next() != Some(stamp.as_str()) {
         let _ = std::fs::remove_dir_all(&build);
+    } else if last.next() != Some(sde.to_string().as_str()) {
+        // usr/gen_initramfs.sh reads KBUILD_BUILD_TIMESTAMP from the
+        // environment, so make misses a new one, and the built-in
+        // initramfs kept the last build's times (the clean-rebuild check
+        // found the bzImage differing there).
+        let _ = std::fs::remove_file(build.join("usr/initramfs_data.cpio"));
     }
     std::fs::create_dir_all(&build)?;
-    std::fs::write(&built_from, &stamp)?;
+    std::fs::write(&built_from, format!("{stamp}\n{sde}\n"))?;
     let log = work.join(format!("build-{arch}.log"));
     std::fs::write(&log, "")?;
     let make = Make {
