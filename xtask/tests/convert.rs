@@ -146,9 +146,8 @@ fn convert_matches_dd(disk: &Path, extra: &[&str], offset: u64, len: u64) -> Pat
     out_path
 }
 
-/// Asserts the command failed with `needle` in its one-line error and left
-/// no output and no temporary file behind.
-fn assert_fails_cleanly(out: &Output, needle: &str, output: &Path) {
+/// Asserts the command failed, and its error is one line holding `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
     let err = stderr(out);
     assert!(
         !out.status.success(),
@@ -160,6 +159,12 @@ fn assert_fails_cleanly(out: &Output, needle: &str, output: &Path) {
         "the error is not one line: {err}"
     );
     assert!(last.contains(needle), "expected {needle:?} in {last:?}");
+}
+
+/// Asserts the command failed with `needle` in its one-line error and left
+/// no output and no temporary file behind.
+fn assert_fails_cleanly(out: &Output, needle: &str, output: &Path) {
+    assert_one_line_error(out, needle);
     assert!(!output.exists(), "{} was left behind", output.display());
     assert_no_temporary_files(output.parent().unwrap());
 }
@@ -649,17 +654,7 @@ fn help_is_accurate() {
 /// every file in `untouched` with the bytes it had, and no temporary file in
 /// `dir`.
 fn assert_refused(out: &Output, needle: &str, untouched: &[(&Path, &[u8])], dir: &Path) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected a refusal, got success: {err}"
-    );
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: "),
-        "the error is not one line: {err}"
-    );
-    assert!(last.contains(needle), "expected {needle:?} in {last:?}");
+    assert_one_line_error(out, needle);
     for (path, bytes) in untouched {
         assert!(
             fs::read(path).unwrap() == *bytes,

@@ -216,42 +216,30 @@ fn release_keys_are_required_checked_and_never_half_published() {
     std::fs::write(&key, "untrusted comment: x\nAAAA\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let key_arg = key.to_str().unwrap();
-    let readable = xtask_err(
-        &[
-            "dist",
-            "--release",
-            "--out",
-            out_arg,
+    // Every key given, by option, so only the key file's own faults show.
+    let with_key = || {
+        let key_arg = key.to_str().unwrap();
+        let keys = [
             "--minisign-key",
             key_arg,
             "--authenticode-cert",
             key_arg,
             "--authenticode-key",
             key_arg,
-        ],
-        &no_env,
-    );
+        ];
+        let args: Vec<&str> = ["dist", "--release", "--out", out_arg]
+            .into_iter()
+            .chain(keys)
+            .collect();
+        xtask_err(&args, &no_env)
+    };
+    let readable = with_key();
     assert!(
         readable.contains("release.key") && readable.contains("chmod 600"),
         "{readable}"
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let garbage = xtask_err(
-        &[
-            "dist",
-            "--release",
-            "--out",
-            out_arg,
-            "--minisign-key",
-            key_arg,
-            "--authenticode-cert",
-            key_arg,
-            "--authenticode-key",
-            key_arg,
-        ],
-        &no_env,
-    );
+    let garbage = with_key();
     assert!(
         garbage.contains("release.key") && garbage.contains("not a minisign secret key"),
         "{garbage}"
