@@ -173,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let cache = stage::cache_dir().join("image");
     let _lock = stage::lock(&cache)?;
-    if !bootstrap::is_root() {
+    if !stage::is_root() {
         bail!("image builds run as root: the customize phase chroots into the image and keeps its owners and device nodes (run `sudo cargo xtask image …`)");
     }
     let work = run.work_dir(&cache)?;

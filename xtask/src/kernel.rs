@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use colinux_packaging::tarball;
 use serde_json::json;
 
 use crate::progress::Phase;
@@ -210,7 +211,8 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::copy(&bzimage, out.join("bzImage"))?;
     std::fs::copy(build.join(".config"), out.join(".config"))?;
     std::fs::copy(build.join("System.map"), out.join("System.map"))?;
-    deterministic_tar_gz(&modules_root, &out.join("modules.tar.gz"), sde)?;
+    let modules = tarball::entries_from_dir(&modules_root, "")?;
+    tarball::write_tar_gz(&modules, &out.join("modules.tar.gz"), sde)?;
     phase.done(&format!("modules of {release}"));
 
     let manifest = json!({
@@ -501,27 +503,6 @@ fn apply_series(
     let state = json!({ "source": source_id, "touched": touched });
     std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)?;
     Ok(changed)
-}
-
-/// A tar.gz whose bytes depend only on the files: sorted names, fixed
-/// owners, mtimes clamped to SOURCE_DATE_EPOCH, gzip without a timestamp.
-fn deterministic_tar_gz(dir: &Path, out: &Path, sde: u64) -> Result<()> {
-    let tar = format!(
-        "tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@{sde} --clamp-mtime --format=gnu -C {} -cf - . | gzip -n -9 > {}",
-        shell_quote(dir),
-        shell_quote(out)
-    );
-    let status = Command::new("bash")
-        .args(["-o", "pipefail", "-c", &tar])
-        .status()?;
-    if !status.success() {
-        bail!("cannot pack {} into {}", dir.display(), out.display());
-    }
-    Ok(())
-}
-
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ for t in $(rustup target list --installed); do
 done"#;
 
 pub fn run(args: Args) -> Result<()> {
-    if !crate::setup::is_root() {
+    if !stage::is_root() {
         bail!("cargo xtask rehearse needs root (chroot, mounts and mmdebstrap's root mode)");
     }
     crate::setup::run(crate::setup::Args::default())?;

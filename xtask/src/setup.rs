@@ -276,7 +276,7 @@ pub fn run(args: Args) -> Result<()> {
     if missing_apt.is_empty() && missing_targets.is_empty() {
         return python_tools(args.check).and_then(|()| check_programs());
     }
-    let is_root = is_root();
+    let is_root = crate::stage::is_root();
     let apt_commands = [
         "apt-get update".to_string(),
         format!(
@@ -400,11 +400,6 @@ fn check_programs() -> Result<()> {
     }
     tracing::info!("setup: all host dependencies are installed");
     Ok(())
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Every Debian package of the table, once each.

@@ -138,6 +138,12 @@ pub fn tool_version(program: &str) -> String {
         .unwrap_or_else(|| "not installed".into())
 }
 
+/// Whether this process runs as root (installs, chroots, mounts).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// The cargo that runs this xtask (not whatever `cargo` is first on PATH).
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))

@@ -12,12 +12,6 @@ use anyhow::{bail, Context, Result};
 use super::recipe::{Distro, Recipe};
 use crate::progress::Phase;
 
-/// Runs as root: mmdebstrap's root mode; otherwise its unshare mode.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The recipe's mirror, else (for Debian) the host's own, else the distro's.
 pub fn mirror(recipe: &Recipe) -> String {
     if !recipe.mirror.is_empty() {
@@ -212,7 +206,8 @@ impl Bootstrap<'_> {
         let r = self.recipe;
         let cache = self.apt_cache.display();
         let mut cmd = Command::new("mmdebstrap");
-        cmd.arg(if is_root() {
+        // As root: mmdebstrap's root mode; otherwise its unshare mode.
+        cmd.arg(if crate::stage::is_root() {
             "--mode=root"
         } else {
             "--mode=unshare"
