@@ -9,7 +9,6 @@ mod bootstrap;
 mod customize;
 mod generate;
 mod pack;
-mod recipe;
 
 use std::path::{Path, PathBuf};
 

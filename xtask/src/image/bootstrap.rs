@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::recipe::{Distro, Recipe};
 use crate::progress::Phase;
+use recipe::{Distro, Recipe};
 
 /// The recipe's mirror, else (for Debian) the host's own, else the distro's.
 pub fn mirror(recipe: &Recipe) -> String {

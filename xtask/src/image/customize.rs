@@ -9,8 +9,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::generate;
-use super::recipe::Recipe;
 use crate::stage::run_logged;
+use recipe::Recipe;
 
 /// Credentials for root, from the command line.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use super::recipe::Recipe;
+use recipe::Recipe;
 
 /// A file to write into the root, with its mode.
 #[derive(Debug, PartialEq)]
@@ -205,7 +205,7 @@ mod tests {
     use super::*;
 
     fn debian() -> Recipe {
-        super::super::recipe::load(&crate::stage::root().join("recipes"), "debian").unwrap()
+        recipe::load(&crate::stage::root().join("recipes"), "debian").unwrap()
     }
 
     #[test]

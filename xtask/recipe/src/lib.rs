@@ -2,8 +2,12 @@
 //! root filesystem. A recipe may `extends` another: tables merge key by key,
 //! the `packages`, `overlays` and `hooks` lists append to the base's, and
 //! every other value replaces the base's.
+//!
+//! A library of its own, apart from the image stage, so the fuzzer
+//! (`fuzz/`) can reach the parser.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -122,8 +126,17 @@ pub fn load(dir: &Path, name: &str) -> Result<Recipe> {
 
 /// Loads a recipe from a file; `extends` names recipes in `dir`.
 pub fn load_file(path: &Path, dir: &Path) -> Result<Recipe> {
+    load_file_with(path, dir, &|p: &Path| std::fs::read_to_string(p))
+}
+
+/// Reads a recipe's text; a missing file is `ErrorKind::NotFound`.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<String>;
+
+/// `load_file`, with every recipe of the chain read through `read` (the
+/// fuzzer serves them from memory).
+pub fn load_file_with(path: &Path, dir: &Path, read: ReadFile) -> Result<Recipe> {
     let mut chain = Vec::new();
-    let table = merged(path, dir, &mut chain)?;
+    let table = merged(path, dir, read, &mut chain)?;
     let recipe: Recipe = table
         .try_into()
         .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
@@ -134,19 +147,24 @@ pub fn load_file(path: &Path, dir: &Path) -> Result<Recipe> {
 }
 
 /// The recipe at `path` with its bases merged under it.
-fn merged(path: &Path, dir: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table> {
+fn merged(
+    path: &Path,
+    dir: &Path,
+    read: ReadFile,
+    chain: &mut Vec<PathBuf>,
+) -> Result<toml::Table> {
     if chain.iter().any(|p| p == path) {
         bail!("{}: recipes extend each other in a loop", path.display());
     }
     chain.push(path.to_path_buf());
-    let text = std::fs::read_to_string(path).with_context(|| {
-        if path.exists() {
-            format!("cannot read recipe {}", path.display())
-        } else {
-            format!(
+    let text = read(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            anyhow::anyhow!(
                 "no recipe {} (the stock recipes are in recipes/)",
                 path.display()
             )
+        } else {
+            anyhow::anyhow!("cannot read recipe {}: {e}", path.display())
         }
     })?;
     let table: toml::Table = text
@@ -165,7 +183,7 @@ fn merged(path: &Path, dir: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Tab
     } else {
         dir.join(format!("{base}.toml"))
     };
-    let mut merged_base = merged(&base_path, dir, chain)?;
+    let mut merged_base = merged(&base_path, dir, read, chain)?;
     merge(&mut merged_base, table);
     Ok(merged_base)
 }
@@ -306,7 +324,7 @@ root = "locked"
 
     #[test]
     fn the_stock_recipes_load() {
-        let dir = crate::stage::root().join("recipes");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
         let debian = load(&dir, "debian").unwrap();
         assert_eq!(debian.arch, "i386");
         assert!(debian.packages.iter().any(|p| p == "openssh-server"));
