@@ -182,6 +182,16 @@ pub const NEEDS: &[Needs] = &[
         ],
         rustup_targets: &[],
     },
+    Needs {
+        stage: "seed disk (tests)",
+        apt: &[(
+            "mtools",
+            "reads the seed disk back without the kernel, as a Windows-side tool would",
+        )],
+        // fsck.fat comes with dosfstools (the convert row).
+        programs: &["fsck.fat", "mdir", "mtype"],
+        rustup_targets: &[],
+    },
 ];
 
 /// Recommends of the packages above that setup leaves out, each with the

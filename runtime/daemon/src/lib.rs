@@ -8,6 +8,7 @@ pub mod engine;
 pub mod from_ini;
 pub mod host;
 pub mod qmp;
+pub mod seed;
 pub mod service;
 pub mod supervise;
 mod terminal;
