@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use crate::error::{Error, ErrorKind, Origin, MAX_KERNEL_CMDLINE};
 use crate::net::{MacAddr, Net, NetKind};
 use crate::settings::{
-    Accel, Alias, Arch, Cocon, Disk, Exec, Located, NfsRoot, Serial, SerialOptions, Settings,
-    Share, MAX_COBD,
+    Accel, Alias, Arch, Cocon, Color, Disk, Exec, Ignored, Located, NfsRoot, Scsi, ScsiKind,
+    Serial, SerialOptions, Settings, Share, MAX_COBD,
 };
 use crate::CmdlineTooLong;
 
@@ -25,7 +25,18 @@ pub(crate) enum Value {
     Accel(Accel),
     Qemu(PathBuf),
     Cocon(Cocon),
+    Color(Color),
+    Cursor(u8),
     Cobd(u8, PathBuf),
+    Scsi {
+        index: u8,
+        kind: ScsiKind,
+        path: PathBuf,
+        size_mb: Option<u32>,
+        grow: bool,
+    },
+    /// A key kept for old configs that drives nothing here, and why.
+    Ignored(&'static str),
     Alias(String, AliasTarget),
     Eth(u8, NetKind, Option<MacAddr>),
     Cofs(u8, PathBuf),
@@ -77,12 +88,33 @@ impl Builder {
             Value::Accel(accel) => s.accel = at(accel, &origin),
             Value::Qemu(path) => s.qemu = at(path, &origin),
             Value::Cocon(cocon) => s.cocon = at(cocon, &origin),
+            Value::Color(color) => s.color = at(color, &origin),
+            Value::Cursor(percent) => s.cursor = at(percent, &origin),
+            Value::Ignored(reason) => s.ignored.push(Ignored { reason, origin }),
             Value::Nfs(nfs) => s.nfs_root = at(nfs, &origin),
             Value::Service(name) => s.service = at(name, &origin),
             // Devices: one definition per index.
             Value::Cobd(index, path) => {
                 insert_once(&mut s.cobd, "cobd", index, Disk { path, origin })?
             }
+            Value::Scsi {
+                index,
+                kind,
+                path,
+                size_mb,
+                grow,
+            } => insert_once(
+                &mut s.scsi,
+                "scsi",
+                index,
+                Scsi {
+                    kind,
+                    path,
+                    size_mb,
+                    grow,
+                    origin,
+                },
+            )?,
             Value::Cofs(index, dir) => {
                 insert_once(&mut s.cofs, "cofs", index, Share { dir, origin })?
             }
@@ -218,7 +250,7 @@ macro_rules! defined {
         }
     )*};
 }
-defined!(Disk, Share, Serial, Exec, Net);
+defined!(Disk, Scsi, Share, Serial, Exec, Net);
 
 fn insert_once<T: Defined>(
     map: &mut BTreeMap<u8, T>,

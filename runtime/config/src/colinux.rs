@@ -10,8 +10,10 @@ use crate::error::{Error, ErrorKind, Origin, Place};
 use crate::lexer::{quotes_balanced, split_fields, split_key, tokenize, unquote};
 use crate::net::parse_net;
 use crate::settings::{
-    has_separator, Accel, Arch, Cocon, Parity, SerialOptions, Settings, MAX_COBD, MAX_COFS,
-    MAX_ETH, MAX_EXEC, MAX_MEM_MB_X86_64, MAX_SMP, MAX_TTYS, MIN_MEM_MB,
+    has_separator, Accel, Arch, Cocon, Color, ModemLine, Parity, ScsiKind, Serial, SerialOptions,
+    Settings, COLOR_NAMES, MAX_COBD, MAX_COFS, MAX_ETH, MAX_EXEC, MAX_MEM_MB_X86_64,
+    MAX_SCROLLBACK, MAX_SCSI, MAX_SCSI_SIZE_MB, MAX_SMP, MAX_TTYS, MIN_COCON_COLS, MIN_COCON_ROWS,
+    MIN_MEM_MB,
 };
 
 /// Config files bigger than this are refused: a stray `@/dev/zero` or
@@ -224,11 +226,17 @@ enum Key {
     Accel,
     Qemu,
     Cocon,
+    Color,
+    Cursor,
+    Setcobd,
     Cobd(u8),
+    Scsi(u8),
     Eth(u8),
     Cofs(u8),
     Ttys(u8),
     Exec(u8),
+    Pci(u8),
+    Video(u8),
     /// `hda1`, `sdb`, …
     Alias,
 }
@@ -245,11 +253,17 @@ impl Key {
             Key::Accel => "auto|kvm|whpx|tcg",
             Key::Qemu => "/usr/bin/qemu-system-i386",
             Key::Cocon => "80x25",
+            Key::Color => "yellow,black",
+            Key::Cursor => "100 (percent)",
+            Key::Setcobd => "async|sync",
             Key::Cobd(_) => "root.img",
+            Key::Scsi(_) => "disk,data.img[,SIZE_MB] or cdrom,disc.iso",
             Key::Eth(_) => "slirp",
             Key::Cofs(_) => "C:\\shared",
             Key::Ttys(_) => "/dev/ttyS0",
             Key::Exec(_) => "program,\"args\"",
+            Key::Pci(_) => "FUNCTION,TYPE,UNIT",
+            Key::Video(_) => "SIZE_MB",
             Key::Alias => "disk.img or :cobd0",
         }
     }
@@ -257,16 +271,62 @@ impl Key {
 
 type MakeKey = fn(u8) -> Key;
 
-const INDEXED_KEYS: [(&str, u8, MakeKey); 5] = [
-    ("cobd", MAX_COBD, Key::Cobd),
-    ("cofs", MAX_COFS, Key::Cofs),
-    ("eth", MAX_ETH, Key::Eth),
-    ("ttys", MAX_TTYS, Key::Ttys),
-    ("exec", MAX_EXEC, Key::Exec),
+/// An indexed key family: `cobd0`…`cobd31`.
+struct Family {
+    name: &'static str,
+    max: u8,
+    make: MakeKey,
+    /// `pci=` and `video=` without an index are Linux's own parameters.
+    bare_is_kernel_arg: bool,
+}
+
+const fn family(name: &'static str, max: u8, make: MakeKey) -> Family {
+    Family {
+        name,
+        max,
+        make,
+        bare_is_kernel_arg: false,
+    }
+}
+
+/// coLinux's `pciN=` took 0–31 and `videoN=` 0–1.
+const MAX_PCI: u8 = 31;
+const MAX_VIDEO: u8 = 1;
+
+const INDEXED_KEYS: [Family; 8] = [
+    family("cobd", MAX_COBD, Key::Cobd),
+    family("scsi", MAX_SCSI, Key::Scsi),
+    family("cofs", MAX_COFS, Key::Cofs),
+    family("eth", MAX_ETH, Key::Eth),
+    family("ttys", MAX_TTYS, Key::Ttys),
+    family("exec", MAX_EXEC, Key::Exec),
+    Family {
+        bare_is_kernel_arg: true,
+        ..family("pci", MAX_PCI, Key::Pci)
+    },
+    Family {
+        bare_is_kernel_arg: true,
+        ..family("video", MAX_VIDEO, Key::Video)
+    },
 ];
 
-/// Which key a token's name is; `None` for a kernel parameter.
+/// Which key a token's name is; `None` for a kernel parameter. A name in
+/// the wrong case, or shaped like an indexed key but malformed, is an
+/// error: handing `ETH0=` or `cobd1x=` to the kernel would drop it silently.
 fn classify(name: &str) -> Result<Option<Key>, ErrorKind> {
+    match classify_as_written(name) {
+        Ok(None) if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+            let lower = name.to_ascii_lowercase();
+            match classify_as_written(&lower) {
+                Ok(None) => Ok(None),
+                _ => Err(ErrorKind::UpperCaseKey { lower }),
+            }
+        }
+        other => other,
+    }
+}
+
+fn classify_as_written(name: &str) -> Result<Option<Key>, ErrorKind> {
     let key = match name {
         "kernel" => Key::Kernel,
         "initrd" => Key::Initrd,
@@ -276,24 +336,57 @@ fn classify(name: &str) -> Result<Option<Key>, ErrorKind> {
         "accel" => Key::Accel,
         "qemu" => Key::Qemu,
         "cocon" => Key::Cocon,
+        "color" => Key::Color,
+        "cursor" => Key::Cursor,
+        "setcobd" => Key::Setcobd,
         _ => {
-            for (family, max, make) in INDEXED_KEYS {
-                let Some(rest) = name.strip_prefix(family) else {
+            for family in &INDEXED_KEYS {
+                let Some(rest) = name.strip_prefix(family.name) else {
                     continue;
                 };
+                let max = family.max;
                 if rest.is_empty() {
+                    if family.bare_is_kernel_arg {
+                        return Ok(None);
+                    }
+                    let key = family.name;
                     let max = u32::from(max);
-                    return Err(ErrorKind::MissingIndex { key: family, max });
+                    return Err(ErrorKind::MissingIndex { key, max });
                 }
-                // `ethtool=…` and the like are someone else's.
                 if is_digits(rest) {
-                    return parse_index(family, rest, 0, max).map(|i| Some(make(i)));
+                    return parse_index(family.name, rest, 0, max).map(|i| Some((family.make)(i)));
+                }
+                // `ethtool=…`, `pcie_aspm=…` and the like are someone else's.
+                if looks_like_index(rest) {
+                    return Err(malformed(name, family.name, 0, max));
                 }
             }
             return classify_alias(name);
         }
     };
     Ok(Some(key))
+}
+
+/// What follows a key family's name in a botched key: digits with
+/// something after them (`1x`), a manual's placeholder (`X`, `N`), or a
+/// separator before digits (`-1`, `_0`).
+fn looks_like_index(rest: &str) -> bool {
+    let mut chars = rest.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), _) if first.is_ascii_digit() => true,
+        (Some(letter), None) => letter.is_ascii_alphabetic(),
+        (Some('-' | '_' | '.'), Some(digit)) => digit.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+fn malformed(name: &str, family: &str, min: u8, max: u8) -> ErrorKind {
+    ErrorKind::MalformedKey {
+        name: name.to_string(),
+        family: family.to_string(),
+        min: u32::from(min),
+        max: u32::from(max),
+    }
 }
 
 /// `hd` or `sd`, a drive letter, and an optional partition number
@@ -310,6 +403,10 @@ fn classify_alias(name: &str) -> Result<Option<Key>, ErrorKind> {
         return Ok(Some(Key::Alias));
     }
     if !is_digits(partition) {
+        // `hda1x` is a botched alias; `sdhci.debug` is the kernel's.
+        if partition.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(malformed(name, drive, 1, max));
+        }
         return Ok(None);
     }
     parse_index(drive, partition, 1, max).map(|_| Some(Key::Alias))
@@ -370,7 +467,23 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
         }),
         Key::Qemu => Value::Qemu(program_path(dir, &whole)),
         Key::Cocon => Value::Cocon(parse_cocon(&whole)?),
+        Key::Color => Value::Color(parse_color(&whole)?),
+        Key::Cursor => Value::Cursor(match whole.trim().parse::<u8>() {
+            Ok(percent @ 0..=100) => percent,
+            _ => return Err(bad("cursor size", &whole, "a percentage from 0 to 100")),
+        }),
+        Key::Setcobd => match whole.as_str() {
+            "async" | "sync" => Value::Ignored(
+                "the disks use QEMU's own I/O, which has no sync/async switch like coLinux's cobd driver",
+            ),
+            _ => return Err(bad("setcobd mode", &whole, "async or sync")),
+        },
+        Key::Pci(_) => Value::Ignored("QEMU places its devices on the guest's PCI bus itself"),
+        Key::Video(_) => Value::Ignored(
+            "there is no coLinux framebuffer (cofb); the console is a serial line",
+        ),
         Key::Cobd(index) => Value::Cobd(index, dir.join(&whole)),
+        Key::Scsi(index) => parse_scsi(index, &fields(), dir)?,
         Key::Cofs(index) => Value::Cofs(index, dir.join(&whole)),
         Key::Alias => Value::Alias(name.to_string(), parse_alias_target(&whole, dir)?),
         Key::Eth(index) => {
@@ -385,11 +498,11 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
                 });
             }
             let device = fields[0].trim();
-            if device.is_empty() {
+            if device.is_empty() || matches!(Serial::com_port(device), Some(None)) {
                 return Err(bad(
                     "serial device",
                     device,
-                    "a device such as /dev/ttyS0 or COM1",
+                    "a device such as /dev/ttyS0 or COM1 (COM ports count from 1, without leading zeros)",
                 ));
             }
             let options = parse_serial_options(fields.get(1).map_or("", String::as_str))?;
@@ -443,32 +556,128 @@ fn parse_smp(text: &str) -> Result<u8, ErrorKind> {
     }
 }
 
-/// `COLSxROWS[xSCROLLBACK]`.
+/// `COLSxROWS[xSCROLLBACK]`; coLinux also took commas (`120,40`).
 fn parse_cocon(text: &str) -> Result<Cocon, ErrorKind> {
     let error = || {
         bad(
             "console size",
             text,
-            "COLSxROWS[xSCROLLBACK], like 80x25 or 120x40x1000",
+            &format!(
+                "COLSxROWS[xSCROLLBACK], at least {MIN_COCON_COLS}x{MIN_COCON_ROWS}, \
+                 at most {MAX_SCROLLBACK} lines of scrollback, like 80x25 or 120x40x1000"
+            ),
         )
     };
-    let parts: Vec<&str> = text.trim().split(['x', 'X']).collect();
+    let parts: Vec<&str> = text.trim().split(['x', 'X', ',']).collect();
     if !(2..=3).contains(&parts.len()) {
         return Err(error());
     }
     let cols = parts[0].parse::<u16>().map_err(|_| error())?;
     let rows = parts[1].parse::<u16>().map_err(|_| error())?;
-    if cols == 0 || rows == 0 {
+    if cols < MIN_COCON_COLS || rows < MIN_COCON_ROWS {
         return Err(error());
     }
     let scrollback = match parts.get(2) {
-        Some(lines) => Some(lines.parse::<u32>().map_err(|_| error())?),
+        Some(lines) => match lines.parse::<u32>() {
+            Ok(lines) if lines <= MAX_SCROLLBACK => Some(lines),
+            _ => return Err(error()),
+        },
         None => None,
     };
     Ok(Cocon {
         cols,
         rows,
         scrollback,
+    })
+}
+
+/// `FOREGROUND,BACKGROUND`, two of coLinux's sixteen colour names, different.
+fn parse_color(text: &str) -> Result<Color, ErrorKind> {
+    let expected = format!(
+        "FOREGROUND,BACKGROUND, two different colours of {}",
+        COLOR_NAMES.join(", ")
+    );
+    let names: Vec<String> = text
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    match names.as_slice() {
+        [fg, bg] if fg != bg && [fg, bg].iter().all(|n| COLOR_NAMES.contains(&n.as_str())) => {
+            Ok(Color {
+                foreground: fg.clone(),
+                background: bg.clone(),
+            })
+        }
+        _ => Err(bad("colour", text, &expected)),
+    }
+}
+
+/// `scsiN=disk|cdrom,PATH[,SIZE[,grow]]`.
+fn parse_scsi(index: u8, fields: &[String], dir: &Path) -> Result<Value, ErrorKind> {
+    const FORM: &str = "scsiN=disk|cdrom,PATH[,SIZE_MB[,grow]]";
+    if fields.len() > 4 {
+        return Err(ErrorKind::TooManyFields { form: FORM });
+    }
+    let kind = match fields[0].trim() {
+        "disk" => ScsiKind::Disk,
+        "cdrom" => ScsiKind::Cdrom,
+        other @ ("pass" | "cdrw" | "tape" | "changer") => {
+            return Err(bad(
+                "SCSI device type",
+                other,
+                "disk or cdrom: coLinux's pass-through, CD writer, tape and changer \
+                 devices went through its own host driver, which QEMU has no portable equivalent of",
+            ))
+        }
+        other => return Err(bad("SCSI device type", other, "disk or cdrom")),
+    };
+    let path = fields.get(1).map_or("", |p| p.trim());
+    if path.is_empty() {
+        return Err(bad(
+            "SCSI image",
+            path,
+            "a file or device after the type, like disk,data.img",
+        ));
+    }
+    let size_mb = match fields.get(2).map_or("", |s| s.trim()) {
+        // coLinux read an empty or zero SIZE as "no size".
+        "" | "0" => None,
+        size => match size.parse::<u32>() {
+            Ok(mb @ 1..=MAX_SCSI_SIZE_MB) => Some(mb),
+            _ => {
+                return Err(bad(
+                    "SCSI image size",
+                    size,
+                    &format!("a size in MB from 1 to {MAX_SCSI_SIZE_MB}"),
+                ))
+            }
+        },
+    };
+    let grow = match fields.get(3).map_or("", |g| g.trim()) {
+        "" => false,
+        "grow" if size_mb.is_some() => true,
+        "grow" => return Err(bad("SCSI option", "grow", "a SIZE to grow to before it")),
+        other => {
+            return Err(bad(
+                "SCSI option",
+                other,
+                "grow (extend an existing image to SIZE)",
+            ))
+        }
+    };
+    if kind == ScsiKind::Cdrom && size_mb.is_some() {
+        return Err(bad(
+            "CD-ROM size",
+            fields[2].trim(),
+            "none: a CD-ROM image is read, never created",
+        ));
+    }
+    Ok(Value::Scsi {
+        index,
+        kind,
+        path: dir.join(path),
+        size_mb,
+        grow,
     })
 }
 
@@ -487,37 +696,44 @@ fn parse_alias_target(text: &str, dir: &Path) -> Result<AliasTarget, ErrorKind> 
         .map_err(|_| error())
 }
 
-/// `BAUD=115200 PARITY=n DATA=8 STOP=1`, names and letters in any case.
+/// The Windows `mode` options coLinux passed on: `BAUD=115200 PARITY=n
+/// DATA=8 STOP=1 dtr=on rts=hs xon=off odsr=off octs=off idsr=off to=off`,
+/// names and values in any case, each at most once.
 fn parse_serial_options(text: &str) -> Result<SerialOptions, ErrorKind> {
+    const NAMES: &str =
+        "BAUD, PARITY, DATA, STOP, dtr, rts, xon, odsr, octs, idsr or to, as NAME=value";
     let mut options = SerialOptions::default();
+    let mut seen: Vec<String> = Vec::new();
     for word in text.split_whitespace() {
-        let names = "BAUD, PARITY, DATA or STOP, as NAME=value";
         let (name, value) = word
             .split_once('=')
-            .ok_or_else(|| bad("serial option", word, names))?;
+            .ok_or_else(|| bad("serial option", word, NAMES))?;
         let bad_value = |expected: &str| bad("serial option", word, expected);
         let name = name.to_ascii_uppercase();
-        let already = match name.as_str() {
-            "BAUD" => options.baud.is_some(),
-            "PARITY" => options.parity.is_some(),
-            "DATA" => options.data_bits.is_some(),
-            "STOP" => options.stop_bits.is_some(),
-            _ => return Err(bad_value(names)),
-        };
-        if already {
+        if seen.contains(&name) {
             return Err(bad_value(&format!("{name} only once")));
         }
+        seen.push(name.clone());
+        let value = value.to_ascii_lowercase();
+        let switch = || match value.as_str() {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err(bad_value(&format!(
+                "{} to be on or off",
+                name.to_lowercase()
+            ))),
+        };
         match name.as_str() {
-            "BAUD" => match value.parse::<u32>() {
-                Ok(baud) if baud > 0 => options.baud = Some(baud),
-                _ => {
+            "BAUD" => match parse_baud(&value) {
+                Some(baud) => options.baud = Some(baud),
+                None => {
                     return Err(bad_value(
                         "BAUD to be a speed in bits per second, like 115200",
                     ))
                 }
             },
             "PARITY" => {
-                options.parity = Some(match value.to_ascii_lowercase().as_str() {
+                options.parity = Some(match value.as_str() {
                     "n" => Parity::None,
                     "e" => Parity::Even,
                     "o" => Parity::Odd,
@@ -530,14 +746,57 @@ fn parse_serial_options(text: &str) -> Result<SerialOptions, ErrorKind> {
                 Ok(bits @ 5..=8) => options.data_bits = Some(bits),
                 _ => return Err(bad_value("DATA to be 5, 6, 7 or 8")),
             },
-            _ => match value {
+            "STOP" => match value.as_str() {
                 "1" => options.stop_bits = Some(1),
                 "2" => options.stop_bits = Some(2),
+                "1.5" => {
+                    return Err(bad_value(
+                        "STOP to be 1 or 2: QEMU's host serial ports have no 1.5 stop bits",
+                    ))
+                }
                 _ => return Err(bad_value("STOP to be 1 or 2")),
             },
+            "DTR" | "RTS" => {
+                let line = match value.as_str() {
+                    "on" => ModemLine::On,
+                    "off" => ModemLine::Off,
+                    "hs" => ModemLine::Handshake,
+                    "tg" if name == "RTS" => ModemLine::Toggle,
+                    _ if name == "RTS" => return Err(bad_value("rts to be on, off, hs or tg")),
+                    _ => return Err(bad_value("dtr to be on, off or hs")),
+                };
+                match name.as_str() {
+                    "DTR" => options.dtr = Some(line),
+                    _ => options.rts = Some(line),
+                }
+            }
+            "XON" => options.xon = Some(switch()?),
+            "ODSR" => options.odsr = Some(switch()?),
+            "OCTS" => options.octs = Some(switch()?),
+            "IDSR" => options.idsr = Some(switch()?),
+            "TO" => options.timeout = Some(switch()?),
+            _ => return Err(bad_value(NAMES)),
         }
     }
     Ok(options)
+}
+
+/// A speed in bits per second, or one of `mode`'s two-digit short forms
+/// (`96` is 9600, `19` is 19200, `11` is 110).
+fn parse_baud(text: &str) -> Option<u32> {
+    let short = match text {
+        "11" => 110,
+        "15" => 150,
+        "30" => 300,
+        "60" => 600,
+        "12" => 1200,
+        "24" => 2400,
+        "48" => 4800,
+        "96" => 9600,
+        "19" => 19200,
+        _ => return text.parse::<u32>().ok().filter(|&baud| baud > 0),
+    };
+    Some(short)
 }
 
 /// A program with a path separator is a file next to the config; a bare
@@ -652,6 +911,12 @@ mod tests {
         assert_eq!(key("hda1"), Ok(Some(Key::Alias)));
         assert_eq!(key("hdz63"), Ok(Some(Key::Alias)));
         assert_eq!(key("sdb"), Ok(Some(Key::Alias)));
+        assert_eq!(key("scsi31"), Ok(Some(Key::Scsi(31))));
+        assert_eq!(key("color"), Ok(Some(Key::Color)));
+        assert_eq!(key("cursor"), Ok(Some(Key::Cursor)));
+        assert_eq!(key("setcobd"), Ok(Some(Key::Setcobd)));
+        assert_eq!(key("pci3"), Ok(Some(Key::Pci(3))));
+        assert_eq!(key("video1"), Ok(Some(Key::Video(1))));
         for kernel_param in [
             "root",
             "ro",
@@ -659,11 +924,42 @@ mod tests {
             "sdhci.debug",
             "hdmi",
             "hd",
-            "Kernel",
             "console",
+            "pci",
+            "pcie_aspm",
+            "video",
+            "video.brightness_switch_enabled",
+            "scsi_mod.scan",
+            "exec-shield",
+            "BOOT_IMAGE",
         ] {
             assert_eq!(key(kernel_param), Ok(None), "{kernel_param}");
         }
+    }
+
+    #[test]
+    fn botched_keys_are_errors_not_kernel_parameters() {
+        let message = |name: &str| classify(name).expect_err(name).to_string();
+        assert_eq!(
+            message("cobd12x"),
+            "`cobd12x` looks like a coLinux key but is not one: write cobd0 to cobd31"
+        );
+        for (name, range) in [
+            ("ethX", "eth0 to eth15"),
+            ("eth0a", "eth0 to eth15"),
+            ("scsi-1", "scsi0 to scsi31"),
+            ("ttys_0", "ttys0 to ttys31"),
+            ("cofsN", "cofs0 to cofs31"),
+            ("exec1.5", "exec0 to exec7"),
+            ("pci1x", "pci0 to pci31"),
+            ("hda1x", "hda1 to hda63"),
+        ] {
+            assert!(message(name).ends_with(range), "{name}: {}", message(name));
+        }
+        assert_eq!(message("scsi"), "`scsi` needs an index, scsi0 to scsi31");
+        assert_eq!(message("Kernel"), "keys are lower case: write `kernel`");
+        assert_eq!(message("ETH0"), "keys are lower case: write `eth0`");
+        assert_eq!(message("Cobd1x"), "keys are lower case: write `cobd1x`");
     }
 
     #[test]
@@ -722,6 +1018,15 @@ mod tests {
             parse_cocon("120X40x2000").ok().map(|c| c.scrollback),
             Some(Some(2000))
         );
+        assert_eq!(
+            parse_cocon("120,40,500").ok(),
+            Some(Cocon {
+                cols: 120,
+                rows: 40,
+                scrollback: Some(500)
+            }),
+            "coLinux also took commas"
+        );
         for bad in [
             "80",
             "0x25",
@@ -730,6 +1035,9 @@ mod tests {
             "axb",
             "80x25x1x2",
             "70000x25",
+            "15x25",
+            "80x1",
+            "80x25x100001",
         ] {
             assert!(
                 parse_cocon(bad)
@@ -750,6 +1058,7 @@ mod tests {
                 parity: Some(Parity::None),
                 data_bits: Some(8),
                 stop_bits: Some(1),
+                ..SerialOptions::default()
             })
         );
         assert_eq!(
@@ -766,9 +1075,113 @@ mod tests {
         assert!(message("PARITY=x").contains("PARITY to be n, e, o, m or s"));
         assert!(message("DATA=9").contains("DATA to be 5, 6, 7 or 8"));
         assert!(message("STOP=1.5").contains("STOP to be 1 or 2"));
-        assert!(message("FLOW=x").contains("\"FLOW=x\": expected BAUD, PARITY, DATA or STOP"));
+        assert!(message("FLOW=x").contains("\"FLOW=x\": expected BAUD, PARITY, DATA, STOP, dtr"));
         assert!(message("BAUD").contains("\"BAUD\": expected BAUD, PARITY"));
         assert!(message("BAUD=1 baud=2").contains("BAUD only once"));
+        assert!(message("STOP=1.5").contains("no 1.5 stop bits"));
+        assert!(message("dtr=tg").contains("dtr to be on, off or hs"));
+        assert!(message("rts=x").contains("rts to be on, off, hs or tg"));
+        assert!(message("xon=yes").contains("xon to be on or off"));
+        assert!(message("to=on TO=off").contains("TO only once"));
+    }
+
+    #[test]
+    fn serial_options_in_full_mode_syntax() {
+        let options = parse_serial_options(
+            "BAUD=96 PARITY=n DATA=8 STOP=1 dtr=on rts=hs xon=off odsr=off octs=on idsr=off to=on",
+        )
+        .unwrap();
+        assert_eq!(
+            options,
+            SerialOptions {
+                baud: Some(9600),
+                parity: Some(Parity::None),
+                data_bits: Some(8),
+                stop_bits: Some(1),
+                dtr: Some(ModemLine::On),
+                rts: Some(ModemLine::Handshake),
+                xon: Some(false),
+                odsr: Some(false),
+                octs: Some(true),
+                idsr: Some(false),
+                timeout: Some(true),
+            }
+        );
+        assert_eq!(parse_baud("19"), Some(19200));
+        assert_eq!(parse_baud("115200"), Some(115200));
+        assert_eq!(parse_baud("0"), None);
+        assert_eq!(
+            parse_serial_options("RTS=TG").unwrap().rts,
+            Some(ModemLine::Toggle)
+        );
+    }
+
+    #[test]
+    fn scsi_values() {
+        let scsi = |value: &str| {
+            parse_scsi(2, &split_fields(value), Path::new("/c")).map(|v| match v {
+                Value::Scsi {
+                    kind,
+                    path,
+                    size_mb,
+                    grow,
+                    ..
+                } => (kind, path, size_mb, grow),
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(
+            scsi("disk,file.img").unwrap(),
+            (ScsiKind::Disk, PathBuf::from("/c/file.img"), None, false)
+        );
+        assert_eq!(
+            scsi("cdrom,\"my disc.iso\"").unwrap(),
+            (
+                ScsiKind::Cdrom,
+                PathBuf::from("/c/my disc.iso"),
+                None,
+                false
+            )
+        );
+        assert_eq!(scsi("disk,d.img,1024").unwrap().2, Some(1024));
+        assert_eq!(scsi("disk,d.img,0").unwrap().2, None, "coLinux's no-size");
+        assert!(scsi("disk,d.img,64,grow").unwrap().3);
+        let message = |value: &str| scsi(value).expect_err(value).to_string();
+        assert!(message("tape,t.img").contains("no portable equivalent"));
+        assert!(message("floppy,f.img").contains("expected disk or cdrom"));
+        assert!(message("disk").contains("a file or device after the type"));
+        assert!(message("disk,d.img,big").contains("a size in MB from 1 to 1048576"));
+        assert!(message("disk,d.img,1048577").contains("a size in MB"));
+        assert!(message("disk,d.img,,grow").contains("a SIZE to grow to"));
+        assert!(message("disk,d.img,64,shared").contains("expected grow"));
+        assert!(message("cdrom,c.iso,700").contains("a CD-ROM image is read, never created"));
+        assert!(message("disk,a,1,grow,x").contains("too many fields"));
+    }
+
+    #[test]
+    fn colors_and_cursor() {
+        assert_eq!(
+            parse_color("Yellow,black").ok(),
+            Some(Color {
+                foreground: "yellow".into(),
+                background: "black".into()
+            })
+        );
+        for bad in [
+            "yellow",
+            "yellow,yellow",
+            "pink,black",
+            "red,green,blue",
+            "",
+        ] {
+            assert!(
+                parse_color(bad)
+                    .expect_err(bad)
+                    .to_string()
+                    .contains("two different colours of black, red"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -99,6 +99,22 @@ pub enum ErrorKind {
     #[error("write the index without leading zeros ({corrected})")]
     LeadingZero { corrected: String },
 
+    /// A name shaped like a daemon key (`cobd12x`, `ethX`, `scsi-1`) that is
+    /// not one: refused, so that it is not handed to the kernel by accident.
+    #[error(
+        "`{}` looks like a coLinux key but is not one: write {family}{min} to {family}{max}",
+        one_line(name)
+    )]
+    MalformedKey {
+        name: String,
+        family: String,
+        min: u32,
+        max: u32,
+    },
+
+    #[error("keys are lower case: write `{}`", one_line(lower))]
+    UpperCaseKey { lower: String },
+
     /// A value that does not parse: `what` names the field, `expected` says what would.
     #[error("bad {what} {value:?}: expected {expected}")]
     BadValue {

@@ -17,6 +17,16 @@ pub const MAX_ETH: u8 = 15;
 pub const MAX_COFS: u8 = 31;
 pub const MAX_TTYS: u8 = 31;
 pub const MAX_EXEC: u8 = 7;
+pub const MAX_SCSI: u8 = 31;
+
+/// The largest `scsiN=` SIZE, in MB (coLinux's own limit, 1 TB).
+pub const MAX_SCSI_SIZE_MB: u32 = 1 << 20;
+
+/// `cocon=` bounds: coLinux's smallest console, and a scrollback that
+/// keeps the daemon's buffer (80 bytes a line) under 8 MB.
+pub const MIN_COCON_COLS: u16 = 16;
+pub const MIN_COCON_ROWS: u16 = 2;
+pub const MAX_SCROLLBACK: u32 = 100_000;
 
 /// Bounds of `mem=`, in MB. Below 16 MB a modern kernel does not boot;
 /// an i386 guest addresses at most 64 GB, and that only with PAE.
@@ -109,6 +119,71 @@ pub struct Disk {
     pub origin: Origin,
 }
 
+/// `scsiN=disk|cdrom,PATH[,SIZE[,grow]]`: a SCSI disk (`/dev/sdX` in the
+/// guest) or CD-ROM (`/dev/srX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scsi {
+    pub kind: ScsiKind,
+    pub path: PathBuf,
+    /// SIZE in MB: the daemon creates a missing disk file this big. An
+    /// existing file keeps its size unless `grow` is given too.
+    pub size_mb: Option<u32>,
+    /// `,grow`: an existing file smaller than SIZE is extended to it
+    /// (never shrunk: that would cut off data).
+    pub grow: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScsiKind {
+    Disk,
+    Cdrom,
+}
+
+impl ScsiKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScsiKind::Disk => "disk",
+            ScsiKind::Cdrom => "cdrom",
+        }
+    }
+}
+
+/// `color=FOREGROUND,BACKGROUND`: the FLTK console's colours, by coLinux's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Color {
+    pub foreground: String,
+    pub background: String,
+}
+
+/// The colour names coLinux's `color=` knew.
+pub const COLOR_NAMES: [&str; 16] = [
+    "black",
+    "red",
+    "green",
+    "brown",
+    "blue",
+    "magenta",
+    "cyan",
+    "gray",
+    "darkgray",
+    "brightred",
+    "brightgreen",
+    "yellow",
+    "brightblue",
+    "brightmagenta",
+    "brightcyan",
+    "white",
+];
+
+/// A coLinux key that parses but has nothing to drive here, with why:
+/// the daemon notes it when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub reason: &'static str,
+    pub origin: Origin,
+}
+
 /// `hda1=…` / `sda1=…`: another name for a cobd device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alias {
@@ -132,6 +207,28 @@ pub struct Serial {
     pub origin: Origin,
 }
 
+impl Serial {
+    /// The port number of a Windows `COMn` name, in any case: `Some(Some(n))`
+    /// for `COM1` to `COM256`, `Some(None)` for a botched one (`COM0`,
+    /// `COM01`), `None` for any other device.
+    pub fn com_port(device: &str) -> Option<Option<u16>> {
+        let prefix = device.get(..3)?;
+        let digits = &device[3..];
+        if !prefix.eq_ignore_ascii_case("com")
+            || digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        Some(
+            digits
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=256).contains(n) && !digits.starts_with('0')),
+        )
+    }
+}
+
 /// Line settings in the Windows `mode` syntax. `None` leaves the port as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SerialOptions {
@@ -139,6 +236,42 @@ pub struct SerialOptions {
     pub parity: Option<Parity>,
     pub data_bits: Option<u8>,
     pub stop_bits: Option<u8>,
+    /// `dtr=on|off|hs`
+    pub dtr: Option<ModemLine>,
+    /// `rts=on|off|hs|tg`
+    pub rts: Option<ModemLine>,
+    /// `xon=on|off`: XON/XOFF flow control.
+    pub xon: Option<bool>,
+    /// `odsr=on|off`: output waits for DSR.
+    pub odsr: Option<bool>,
+    /// `octs=on|off`: output waits for CTS.
+    pub octs: Option<bool>,
+    /// `idsr=on|off`: input needs DSR.
+    pub idsr: Option<bool>,
+    /// `to=on|off`: infinite timeout.
+    pub timeout: Option<bool>,
+}
+
+/// A modem control line's setting in `mode` syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModemLine {
+    On,
+    Off,
+    /// `hs`: handshaking.
+    Handshake,
+    /// `tg` (RTS only): toggle.
+    Toggle,
+}
+
+impl ModemLine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModemLine::On => "on",
+            ModemLine::Off => "off",
+            ModemLine::Handshake => "hs",
+            ModemLine::Toggle => "tg",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +310,23 @@ impl fmt::Display for SerialOptions {
         }
         if let Some(stop) = self.stop_bits {
             parts.push(format!("STOP={stop}"));
+        }
+        for (name, line) in [("dtr", self.dtr), ("rts", self.rts)] {
+            if let Some(line) = line {
+                parts.push(format!("{name}={}", line.as_str()));
+            }
+        }
+        let switches = [
+            ("xon", self.xon),
+            ("odsr", self.odsr),
+            ("octs", self.octs),
+            ("idsr", self.idsr),
+            ("to", self.timeout),
+        ];
+        for (name, on) in switches {
+            if let Some(on) = on {
+                parts.push(format!("{name}={}", if on { "on" } else { "off" }));
+            }
         }
         f.write_str(&parts.join(" "))
     }
@@ -243,13 +393,20 @@ pub struct Settings {
     /// Where QEMU is; `None` means search `PATH`. A bare name is kept as is.
     pub qemu: Option<Located<PathBuf>>,
     pub cocon: Option<Located<Cocon>>,
+    pub color: Option<Located<Color>>,
+    /// `cursor=PERCENT`, 0 to 100.
+    pub cursor: Option<Located<u8>>,
     pub cobd: BTreeMap<u8, Disk>,
+    pub scsi: BTreeMap<u8, Scsi>,
     /// `hda1` → cobd index, for every alias, whether it named a file or `:cobdN`.
     pub aliases: BTreeMap<String, Alias>,
     pub eth: BTreeMap<u8, Net>,
     pub cofs: BTreeMap<u8, Share>,
     pub ttys: BTreeMap<u8, Serial>,
     pub exec: BTreeMap<u8, Exec>,
+    /// Keys accepted for old configs that have nothing to drive here
+    /// (`setcobd=`, `pciN=`, `videoN=`), in order.
+    pub ignored: Vec<Ignored>,
     /// Tokens that are not coLinux keys, in order, as written, for the guest kernel.
     pub kernel_args: Vec<String>,
     pub nfs_root: Option<Located<NfsRoot>>,
@@ -332,6 +489,20 @@ impl Settings {
         for disk in self.cobd.values() {
             check(&disk.path, &disk.origin, Want::NotDir);
         }
+        for scsi in self.scsi.values() {
+            match scsi.path.parent() {
+                // The daemon creates it, in a folder that must exist.
+                Some(dir) if scsi.size_mb.is_some() && !scsi.path.exists() => {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    check(dir, &scsi.origin, Want::Dir);
+                }
+                _ => check(&scsi.path, &scsi.origin, Want::NotDir),
+            }
+        }
         for share in self.cofs.values() {
             check(&share.dir, &share.origin, Want::Dir);
         }
@@ -398,11 +569,34 @@ impl Settings {
         if let Some(cocon) = &self.cocon {
             add(format!("cocon={}", cocon.value), from(&cocon.origin));
         }
+        if let Some(color) = &self.color {
+            let Color {
+                foreground,
+                background,
+            } = &color.value;
+            add(
+                format!("color={foreground},{background}"),
+                from(&color.origin),
+            );
+        }
+        if let Some(cursor) = &self.cursor {
+            add(format!("cursor={}", cursor.value), from(&cursor.origin));
+        }
         for (index, disk) in &self.cobd {
             add(
                 format!("cobd{index}={}", quote_path(&disk.path)),
                 from(&disk.origin),
             );
+        }
+        for (index, scsi) in &self.scsi {
+            let mut value = format!("{},{}", scsi.kind.as_str(), quote_path(&scsi.path));
+            if let Some(size) = scsi.size_mb {
+                write!(value, ",{size}").ok();
+            }
+            if scsi.grow {
+                value.push_str(",grow");
+            }
+            add(format!("scsi{index}={value}"), from(&scsi.origin));
         }
         for (name, alias) in &self.aliases {
             add(format!("{name}=:cobd{}", alias.cobd), from(&alias.origin));
@@ -432,6 +626,12 @@ impl Settings {
                 write!(value, ",\"{args}\"").ok();
             }
             add(format!("exec{index}={value}"), from(&exec.origin));
+        }
+        for ignored in &self.ignored {
+            add(
+                one_line(&ignored.origin.token).into_owned(),
+                format!("{}; ignored", from(&ignored.origin)),
+            );
         }
         if let Some(nfs) = &self.nfs_root {
             add(
@@ -589,8 +789,16 @@ mod tests {
             parity: Some(Parity::Even),
             data_bits: Some(7),
             stop_bits: Some(2),
+            dtr: Some(ModemLine::On),
+            rts: Some(ModemLine::Toggle),
+            octs: Some(false),
+            timeout: Some(true),
+            ..SerialOptions::default()
         };
-        assert_eq!(options.to_string(), "BAUD=9600 PARITY=e DATA=7 STOP=2");
+        assert_eq!(
+            options.to_string(),
+            "BAUD=9600 PARITY=e DATA=7 STOP=2 dtr=on rts=tg octs=off to=on"
+        );
         assert_eq!(SerialOptions::default().to_string(), "");
     }
 

@@ -85,7 +85,7 @@ fn quotes_protect_spaces_commas_and_hashes_anywhere_in_a_value() {
 #[test]
 fn unknown_tokens_go_to_the_kernel_in_order_with_their_quotes() {
     let s = parse(
-        r#"root=/dev/cobd0 kernel=vmlinux ro init="/bin/sh -x" console=ttyS0 ethtool=1 Kernel=x"#,
+        r#"root=/dev/cobd0 kernel=vmlinux ro init="/bin/sh -x" console=ttyS0 ethtool=1 BOOT_IMAGE=x"#,
     );
     assert_eq!(
         s.kernel_args,
@@ -95,7 +95,7 @@ fn unknown_tokens_go_to_the_kernel_in_order_with_their_quotes() {
             "init=\"/bin/sh -x\"",
             "console=ttyS0",
             "ethtool=1",
-            "Kernel=x"
+            "BOOT_IMAGE=x"
         ]
     );
 }
@@ -327,7 +327,7 @@ fn console_size() {
     );
     assert_eq!(
         error("cocon=80"),
-        "/etc/colinux/my.conf:1: cocon=80: bad console size \"80\": expected COLSxROWS[xSCROLLBACK], like 80x25 or 120x40x1000"
+        "/etc/colinux/my.conf:1: cocon=80: bad console size \"80\": expected COLSxROWS[xSCROLLBACK], at least 16x2, at most 100000 lines of scrollback, like 80x25 or 120x40x1000"
     );
 }
 
@@ -586,7 +586,9 @@ fn serial_and_exec_errors() {
     assert!(error("ttys0=COM1,\"DATA=9\"").contains("DATA to be 5, 6, 7 or 8"));
     assert!(error("ttys0=COM1,\"STOP=3\"").contains("STOP to be 1 or 2"));
     assert!(error("ttys0=COM1,\"BAUD=x\"").contains("BAUD to be a speed"));
-    assert!(error("ttys0=COM1,\"SPEED=9600\"").contains("expected BAUD, PARITY, DATA or STOP"));
+    assert!(
+        error("ttys0=COM1,\"SPEED=9600\"").contains("expected BAUD, PARITY, DATA, STOP, dtr, rts")
+    );
     assert!(error("ttys0=COM1,a,b").contains("too many fields: the form is ttysN=device"));
     assert!(error("ttys0=,\"BAUD=9600\"").contains("bad serial device \"\""));
     assert_eq!(

@@ -1,10 +1,16 @@
 //! The engine (QEMU) command line for a guest: the coLinux devices mapped
 //! onto virtio (DESIGN.md §1). Pure: nothing here touches the host except
-//! [`find_engine`], which searches `PATH`.
+//! [`find_engine`], which searches `PATH`, [`create_scsi_images`], which
+//! makes the disk files `scsiN=disk,PATH,SIZE` asks for, and the notes
+//! [`engine_command`] logs about settings with no meaning here.
 
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use colinux_config::{Accel, Arch, BridgeBackend, NetKind, Settings};
+use colinux_config::{
+    Accel, Arch, BridgeBackend, ModemLine, NetKind, Parity, ScsiKind, Serial, Settings,
+};
 
 /// Where QEMU connects for QMP: the daemon listens, QEMU is the client, so
 /// no event is lost between QEMU's start and the daemon's connect.
@@ -50,6 +56,13 @@ pub enum EngineError {
     SerialIndex { place: String, index: u8 },
     #[error("no kernel= given: the guest needs a kernel (for example kernel=vmlinuz)")]
     NoKernel,
+    #[error("{place}: scsi{index}: {path}: {problem}")]
+    ScsiImage {
+        place: String,
+        index: u8,
+        path: String,
+        problem: String,
+    },
     #[error("{0}")]
     Cmdline(String),
     #[error("{program} not found {where_}: {hint}")]
@@ -130,6 +143,9 @@ pub fn engine_command(
 ) -> Result<EngineCommand, EngineError> {
     let mut a = Args::default();
     let kernel = settings.kernel.as_ref().ok_or(EngineError::NoKernel)?;
+    for note in notes(settings) {
+        tracing::warn!("{note}");
+    }
     let cmdline = settings
         .kernel_cmdline(DAEMON_KERNEL_ARGS)
         .map_err(|e| EngineError::Cmdline(e.to_string()))?;
@@ -182,6 +198,7 @@ pub fn engine_command(
     a.push(["-device", "virtio-rng-pci"]);
 
     disks(settings, &mut a);
+    scsi_devices(settings, &mut a);
     networks(settings, &mut a)?;
     for (index, share) in &settings.cofs {
         a.push([
@@ -203,7 +220,10 @@ pub fn engine_command(
         }
         a.push([
             "-chardev",
-            &format!("serial,id=ttys{index},path={}", esc(&serial.device)),
+            &format!(
+                "serial,id=ttys{index},path={}",
+                esc(&host_serial_device(&serial.device))
+            ),
             "-device",
             &format!("isa-serial,chardev=ttys{index},index={}", index + 1),
         ]);
@@ -233,6 +253,210 @@ fn disks(settings: &Settings, a: &mut Args) {
             &format!("virtio-blk-pci,drive=cobd{index}"),
         ]);
     }
+}
+
+/// scsiN → virtio-scsi, target N. Linux scans the targets in order and
+/// names disks and CD-ROMs separately, so the disks become /dev/sda,
+/// /dev/sdb, … and the CD-ROMs /dev/sr0, /dev/sr1, … in index order.
+fn scsi_devices(settings: &Settings, a: &mut Args) {
+    if settings.scsi.is_empty() {
+        return;
+    }
+    a.push(["-device", "virtio-scsi-pci,id=scsi"]);
+    for (index, scsi) in &settings.scsi {
+        let path = esc_path(&scsi.path);
+        let (drive, device) = match scsi.kind {
+            ScsiKind::Disk => (
+                format!("if=none,id=scsi{index},file={path},format=raw,discard=unmap"),
+                "scsi-hd",
+            ),
+            ScsiKind::Cdrom => (
+                format!("if=none,id=scsi{index},file={path},format=raw,media=cdrom,read-only=on"),
+                "scsi-cd",
+            ),
+        };
+        a.push([
+            "-drive",
+            &drive,
+            "-device",
+            &format!("{device},bus=scsi.0,channel=0,scsi-id={index},lun=0,drive=scsi{index}"),
+        ]);
+    }
+}
+
+/// What the host calls a `ttysN=` device: a Windows `COMn` is
+/// `/dev/ttyS(n-1)` on Linux; on Windows, ports from COM10 up need the
+/// `\\.\` device prefix.
+pub fn host_serial_device(device: &str) -> String {
+    match Serial::com_port(device) {
+        Some(Some(port)) if cfg!(unix) => format!("/dev/ttyS{}", port - 1),
+        Some(Some(port)) if port >= 10 => format!("\\\\.\\COM{port}"),
+        _ => device.to_string(),
+    }
+}
+
+/// Settings the guest cannot use here, each on one line with where it was
+/// written and why: the daemon logs them at `-v 1` (warn) and above.
+pub fn notes(settings: &Settings) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(cocon) = &settings.cocon {
+        let scrollback = match cocon.value.scrollback {
+            Some(_) => "its scrollback is kept",
+            None => "the scrollback keeps its default",
+        };
+        notes.push(format!(
+            "{}: the console is a serial line, so its size is the terminal's; {scrollback}",
+            cocon.origin
+        ));
+    }
+    if let Some(color) = &settings.color {
+        notes.push(format!(
+            "{}: no meaning on a serial console (the terminal's own colours show); ignored",
+            color.origin
+        ));
+    }
+    if let Some(cursor) = &settings.cursor {
+        notes.push(format!(
+            "{}: no meaning on a serial console (the terminal draws the cursor); ignored",
+            cursor.origin
+        ));
+    }
+    for ignored in &settings.ignored {
+        notes.push(format!("{}: ignored: {}", ignored.origin, ignored.reason));
+    }
+    for (index, serial) in &settings.ttys {
+        if let Some(note) = serial_note(*index, serial) {
+            notes.push(format!("{}: {note}", serial.origin));
+        }
+    }
+    notes
+}
+
+/// The `mode` options of a serial port, said as what they become: QEMU
+/// opens a Linux port at 115200 8N1 and then applies the line settings
+/// and modem lines the guest's driver programs, so the options belong in
+/// the guest (`stty`). QEMU on Windows leaves the port as Windows has it.
+fn serial_note(index: u8, serial: &Serial) -> Option<String> {
+    let o = &serial.options;
+    if *o == Default::default() {
+        return None;
+    }
+    if cfg!(windows) {
+        return Some(format!(
+            "QEMU leaves the port's line settings as Windows has them: run              `mode {}: {}` before the guest starts",
+            serial.device, o
+        ));
+    }
+    let mut stty = Vec::new();
+    if let Some(baud) = o.baud {
+        stty.push(baud.to_string());
+    }
+    if let Some(bits) = o.data_bits {
+        stty.push(format!("cs{bits}"));
+    }
+    match o.parity {
+        Some(Parity::None) => stty.push("-parenb".into()),
+        Some(Parity::Even) => stty.push("parenb -parodd -cmspar".into()),
+        Some(Parity::Odd) => stty.push("parenb parodd -cmspar".into()),
+        Some(Parity::Mark) => stty.push("parenb parodd cmspar".into()),
+        Some(Parity::Space) => stty.push("parenb -parodd cmspar".into()),
+        None => {}
+    }
+    match o.stop_bits {
+        Some(2) => stty.push("cstopb".into()),
+        Some(_) => stty.push("-cstopb".into()),
+        None => {}
+    }
+    if let Some(xon) = o.xon {
+        stty.push(if xon { "ixon ixoff" } else { "-ixon -ixoff" }.into());
+    }
+    let hardware_flow = o.rts == Some(ModemLine::Handshake) || o.octs == Some(true);
+    if hardware_flow {
+        stty.push("crtscts".into());
+    }
+    let mut no_equivalent = Vec::new();
+    if o.dtr.is_some() || (o.rts.is_some() && o.rts != Some(ModemLine::Handshake)) {
+        no_equivalent.push("dtr/rts (the guest's driver raises them when it opens the port)");
+    }
+    if o.odsr.is_some() || o.idsr.is_some() {
+        no_equivalent.push("odsr/idsr (Linux has no DSR flow control)");
+    }
+    if o.timeout.is_some() {
+        no_equivalent.push("to (timeouts are the guest program's)");
+    }
+    let mut note = format!(
+        "\"{o}\": QEMU applies the line settings the guest sets, so set them in the guest: \
+         stty -F /dev/ttyS{} {}",
+        index + 1,
+        stty.join(" ")
+    );
+    if !no_equivalent.is_empty() {
+        note.push_str(&format!("; no equivalent: {}", no_equivalent.join(", ")));
+    }
+    Some(note)
+}
+
+/// Makes the disk files that `scsiN=disk,PATH,SIZE` names and that do not
+/// exist yet: sparse, SIZE MB, made under a temporary name and then linked
+/// into place, so a half-made file never looks like an image and a file
+/// that appeared meanwhile is never replaced. An existing file keeps
+/// its size unless `,grow` asks for it to be extended; it is never shrunk.
+pub fn create_scsi_images(settings: &Settings) -> Result<(), EngineError> {
+    for (&index, scsi) in &settings.scsi {
+        let Some(size_mb) = scsi.size_mb else {
+            continue;
+        };
+        let error = |problem: String| EngineError::ScsiImage {
+            place: scsi.origin.place.to_string(),
+            index,
+            path: scsi.path.display().to_string(),
+            problem,
+        };
+        let wanted = u64::from(size_mb) << 20;
+        match fs::metadata(&scsi.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_sparse(&scsi.path, wanted)
+                    .map_err(|e| error(format!("cannot create a {size_mb} MB image: {e}")))?;
+                tracing::info!(
+                    "scsi{index}: created {} ({size_mb} MB)",
+                    scsi.path.display()
+                );
+            }
+            Err(e) => return Err(error(e.to_string())),
+            Ok(meta) if !meta.is_file() || meta.len() == wanted => {}
+            Ok(meta) if meta.len() < wanted && scsi.grow => {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&scsi.path)
+                    .and_then(|file| file.set_len(wanted))
+                    .map_err(|e| error(format!("cannot grow it to {size_mb} MB: {e}")))?;
+                tracing::info!("scsi{index}: grew {} to {size_mb} MB", scsi.path.display());
+            }
+            Ok(meta) => tracing::warn!(
+                "{}: {} is {} MB, not {size_mb}; left as it is ({})",
+                scsi.origin,
+                scsi.path.display(),
+                meta.len() >> 20,
+                if meta.len() < wanted {
+                    "add ,grow to extend it"
+                } else {
+                    "images are never shrunk"
+                }
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn create_sparse(path: &Path, len: u64) -> io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let made = fs::File::create(&partial)
+        .and_then(|file| file.set_len(len))
+        .and_then(|()| fs::hard_link(&partial, path));
+    let _ = fs::remove_file(&partial);
+    made
 }
 
 fn networks(settings: &Settings, a: &mut Args) -> Result<(), EngineError> {
@@ -480,5 +704,134 @@ mod tests {
             "{err}"
         );
         assert!(err.contains(QEMU_HINT), "{err}");
+    }
+
+    #[test]
+    fn scsi_disks_and_cdroms_go_on_one_virtio_scsi_bus_by_index() {
+        let args = build("kernel=k scsi1=cdrom,disc.iso scsi0=disk,\"my,disk.img\",64").unwrap();
+        let devices = values(&args, "-device");
+        let scsi: Vec<&str> = devices
+            .iter()
+            .copied()
+            .filter(|d| d.contains("scsi"))
+            .collect();
+        assert_eq!(
+            scsi,
+            [
+                "virtio-scsi-pci,id=scsi",
+                "scsi-hd,bus=scsi.0,channel=0,scsi-id=0,lun=0,drive=scsi0",
+                "scsi-cd,bus=scsi.0,channel=0,scsi-id=1,lun=0,drive=scsi1",
+            ]
+        );
+        assert_eq!(
+            values(&args, "-drive"),
+            [
+                format!(
+                    "if=none,id=scsi0,file={},format=raw,discard=unmap",
+                    at("my,disk.img").replace(',', ",,")
+                ),
+                format!(
+                    "if=none,id=scsi1,file={},format=raw,media=cdrom,read-only=on",
+                    at("disc.iso")
+                ),
+            ]
+        );
+        let none = build("kernel=k cobd0=root.img").unwrap();
+        assert!(!none.iter().any(|a| a.contains("scsi")), "{none:?}");
+    }
+
+    #[test]
+    fn com_ports_are_the_hosts_serial_ports() {
+        if cfg!(windows) {
+            assert_eq!(host_serial_device("COM1"), "COM1");
+            assert_eq!(host_serial_device("com12"), "\\\\.\\COM12");
+        } else {
+            assert_eq!(host_serial_device("COM1"), "/dev/ttyS0");
+            assert_eq!(host_serial_device("com4"), "/dev/ttyS3");
+        }
+        assert_eq!(host_serial_device("/dev/ttyUSB0"), "/dev/ttyUSB0");
+        assert_eq!(host_serial_device("COMPORT"), "COMPORT");
+        let args = build("kernel=k ttys0=COM2").unwrap();
+        let expected = if cfg!(windows) { "COM2" } else { "/dev/ttyS1" };
+        assert!(
+            values(&args, "-chardev")
+                .contains(&format!("serial,id=ttys0,path={expected}").as_str()),
+            "{args:?}"
+        );
+    }
+
+    fn notes_of(config: &str) -> Vec<String> {
+        notes(&colinux_config::parse_str(config, Path::new("/c/test.conf")).unwrap())
+    }
+
+    #[test]
+    fn console_looks_and_old_keys_are_noted_with_their_place() {
+        let notes = notes_of(
+            "kernel=k cocon=120x40 color=yellow,black\ncursor=0 setcobd=async pci3=0,net,0 video0=8",
+        );
+        assert_eq!(notes.len(), 6, "{notes:#?}");
+        assert!(
+            notes[0].starts_with("/c/test.conf:1: cocon=120x40: the console is a serial line"),
+            "{}",
+            notes[0]
+        );
+        assert!(notes[1]
+            .starts_with("/c/test.conf:1: color=yellow,black: no meaning on a serial console"));
+        assert!(notes[2].starts_with("/c/test.conf:2: cursor=0: no meaning on a serial console"));
+        assert!(notes[3].contains("setcobd=async: ignored: the disks use QEMU's own I/O"));
+        assert!(notes[4].contains("pci3=0,net,0: ignored: QEMU places its devices"));
+        assert!(notes[5].contains("video0=8: ignored: there is no coLinux framebuffer"));
+        assert!(notes_of("kernel=k cobd0=r.img ttys0=COM1 root=/dev/cobd0").is_empty());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn serial_mode_options_become_the_guests_stty() {
+        let notes = notes_of(
+            "kernel=k ttys1=COM1,\"BAUD=9600 PARITY=e DATA=7 STOP=2 xon=on rts=hs dtr=on idsr=off to=on\"",
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains(
+                "stty -F /dev/ttyS2 9600 cs7 parenb -parodd -cmspar cstopb ixon ixoff crtscts; no equivalent: dtr/rts"
+            ),
+            "{}",
+            notes[0]
+        );
+        assert!(notes[0].contains("odsr/idsr") && notes[0].contains("to (timeouts"));
+    }
+
+    #[test]
+    fn scsi_size_creates_a_missing_image_and_never_shrinks_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("g.conf");
+        let settings = |text: &str| colinux_config::parse_str(text, &conf).unwrap();
+        let new = dir.path().join("new.img");
+        create_scsi_images(&settings("scsi0=disk,new.img,2")).unwrap();
+        assert_eq!(fs::metadata(&new).unwrap().len(), 2 << 20);
+        assert!(!dir.path().join("new.img.partial").exists());
+
+        let data = dir.path().join("data.img");
+        fs::write(&data, b"user data").unwrap();
+        create_scsi_images(&settings("scsi0=disk,data.img,1")).unwrap();
+        assert_eq!(
+            fs::read(&data).unwrap(),
+            b"user data",
+            "not resized without grow"
+        );
+        create_scsi_images(&settings("scsi0=disk,data.img,1,grow")).unwrap();
+        assert_eq!(fs::metadata(&data).unwrap().len(), 1 << 20);
+        assert!(fs::read(&data).unwrap().starts_with(b"user data"));
+        fs::write(&data, vec![7u8; 3 << 20]).unwrap();
+        create_scsi_images(&settings("scsi0=disk,data.img,1,grow")).unwrap();
+        assert_eq!(fs::metadata(&data).unwrap().len(), 3 << 20, "never shrunk");
+
+        let err = create_scsi_images(&settings("scsi3=disk,missing-dir/x.img,1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("g.conf:1: scsi3:") && err.contains("cannot create a 1 MB image"),
+            "{err}"
+        );
     }
 }

@@ -145,6 +145,8 @@ pub fn run(
             format!("cannot create the QMP socket in {}: {e}", dir.display()),
         )
     })?;
+    engine::create_scsi_images(settings)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
     let command = engine::engine_command(settings, &plan, &qmp_listener.endpoint(&dir), program)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
 
