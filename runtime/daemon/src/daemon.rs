@@ -17,8 +17,10 @@ CONFIG is the coLinux config language, as tokens on the command line and in
 @files, in any mix:  colinux-daemon kernel=vmlinuz cobd0=root.ext4 \\
 root=/dev/cobd0 eth0=slirp,,tcp:2222:22 @more.conf
 Keys: kernel= initrd= mem= smp= arch=i386|x86_64 accel=auto|kvm|whpx|tcg qemu=
-cobdN= (hdXN=/sdXN= aliases) ethN=slirp|tuntap|pcap-bridge|ndis-bridge cofsN=
-ttysN= execN= cocon=; anything else goes to the guest kernel's command line.
+cobdN= (hdXN=/sdXN= aliases) scsiN=disk|cdrom,FILE[,SIZE[,grow]]
+ethN=slirp|tuntap|pcap-bridge|ndis-bridge cofsN= ttysN= execN= cocon= color=
+cursor=; anything else goes to the guest kernel's command line, except a
+botched key (cobd1x=, ethX=, ETH0=), which is an error.
 An @file ending in .ini is read as a coMosix ini file.
 
 Console: attached (default), the guest console is this terminal and Ctrl-C
