@@ -264,6 +264,61 @@ pub fn assert_fsck_clean(image: &Path) {
     );
 }
 
+/// Asserts the command failed, and its error is one line holding `needle`.
+pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: "),
+        "the error is not one line: {err}"
+    );
+    assert!(last.contains(needle), "expected {needle:?} in {last:?}");
+}
+
+/// A small tmpfs mounted on a directory, unmounted when dropped: a disk
+/// that fills up, for the full-disk tests.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts `bytes` of tmpfs on `dir` (created). `None` where this
+    /// machine cannot: not root. As root, failing to mount fails the test
+    /// rather than hiding it.
+    pub fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: cannot mount a small tmpfs, full-disk checks skipped");
+            return None;
+        }
+        std::fs::create_dir_all(dir).expect("cannot create the mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("cannot run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Tmpfs(dir.to_owned()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// The QEMU command line for a direct-kernel boot under TCG with the
 /// serial console on stdio: the common part of every boot test.
 pub fn qemu_direct_boot(

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::copy::sparse_copy;
+use crate::copy::{data_bytes, sparse_copy};
 use crate::disk::{DiskImage, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{self, FsInfo};
@@ -54,13 +54,19 @@ pub fn convert(
     overwrite: Overwrite,
     progress: &dyn Progress,
 ) -> Result<Converted> {
-    let out = Output::create(output, overwrite, &plan.disk.sources()?)?;
+    let mut out = Output::create(output, overwrite, &plan.disk.sources()?)?;
     let Partition { start, size, .. } = plan.partition;
+    let data = match plan.disk.format {
+        Format::Raw => data_bytes(&plan.disk.file, start, size)
+            .map_err(|e| Error::io(&plan.disk.path, "read it", e))?,
+        Format::Qemu(driver) => qemu::allocated(&plan.disk.path, driver)?.min(size),
+    };
+    out.reserve(data)?;
     out.prepare(size)?;
     match plan.disk.format {
         Format::Raw => {
             sparse_copy(&plan.disk.file, start, out.file(), 0, size, progress)
-                .map_err(|e| out.error("write it", e))?;
+                .map_err(|e| e.about(&plan.disk.path, &out))?;
         }
         Format::Qemu(driver) => {
             qemu::extract(
@@ -70,7 +76,8 @@ pub fn convert(
                 size,
                 out.target_path(),
                 progress,
-            )?;
+            )
+            .map_err(|e| out.tool_error(e))?;
         }
     }
     let found = fs::probe(out.file(), 0, size);

@@ -7,12 +7,31 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 
+use crate::error::Error;
+use crate::output::Output;
 use crate::Progress;
+
+/// Which side of a copy failed, so the error names the right file.
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl CopyError {
+    /// The error about `input` (a read) or `out` (a write).
+    pub(crate) fn about(self, input: &std::path::Path, out: &Output) -> Error {
+        match self {
+            CopyError::Read(e) => Error::io(input, "read it", e),
+            CopyError::Write(e) => out.error("write it", e),
+        }
+    }
+}
 
 /// The hole granularity of the destination; 4 KiB is the block size of
 /// every filesystem a disk image lives on in practice.
 pub const BLOCK: u64 = 4096;
-/// Bytes mapped (or read) at a time. Large enough to amortise the calls,
+/// Bytes read at a time. Large enough to amortise the calls,
 /// small enough to keep memory flat whatever the image size.
 const CHUNK: u64 = 8 << 20;
 
@@ -69,6 +88,15 @@ fn data_extents(src: &File, start: u64, len: u64) -> io::Result<Vec<(u64, u64)>>
     Ok(extents)
 }
 
+/// The bytes of data (holes aside) in `src` within `start..start+len`: what
+/// a sparse copy of that range writes at most.
+pub fn data_bytes(src: &File, start: u64, len: u64) -> io::Result<u64> {
+    Ok(data_extents(src, start, len)?
+        .iter()
+        .map(|(data, hole)| hole - data)
+        .sum())
+}
+
 fn is_zero(block: &[u8]) -> bool {
     // An OR over whole words, with no early exit, compiles to vector code.
     let (words, rest) = block.split_at(block.len() / 8 * 8);
@@ -89,7 +117,7 @@ pub fn sparse_copy(
     dst_off: u64,
     len: u64,
     progress: &dyn Progress,
-) -> io::Result<u64> {
+) -> Result<u64, CopyError> {
     // Block boundaries are those of the destination, which may sit at a
     // different alignment from the source (a partition at sector 63).
     let down = |p: u64| ((dst_off + p) / BLOCK * BLOCK).saturating_sub(dst_off);
@@ -99,12 +127,14 @@ pub fn sparse_copy(
     let mut reader = Reader::new(src);
     let mut written = 0;
     let mut done = 0;
-    for (data, hole) in data_extents(src, src_off, len)? {
+    let extents = data_extents(src, src_off, len).map_err(CopyError::Read)?;
+    for (data, hole) in extents {
         let mut pos = down(data).max(done);
         let end = up(hole);
         while pos < end {
             if progress.cancelled() {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+                let interrupted = io::Error::new(io::ErrorKind::Interrupted, "interrupted");
+                return Err(CopyError::Write(interrupted));
             }
             // Chunks end on a destination block boundary.
             let chunk_end = if end - pos > CHUNK {
@@ -112,94 +142,64 @@ pub fn sparse_copy(
             } else {
                 end
             };
-            let chunk = reader.get(src_off + pos, (chunk_end - pos) as usize)?;
-            written += write_nonzero(dst, dst_off + pos, chunk, BLOCK - (dst_off + pos) % BLOCK)?;
+            let chunk = reader
+                .get(src_off + pos, (chunk_end - pos) as usize)
+                .map_err(CopyError::Read)?;
+            let first = BLOCK - (dst_off + pos) % BLOCK;
+            written += write_nonzero(dst, dst_off + pos, chunk, first).map_err(CopyError::Write)?;
             pos = chunk_end;
             progress.update(pos);
         }
         done = end;
     }
+    // Shortened before we got to its end, the source reads as holes there.
+    if let Some(e) = shrank(src, src_off + len) {
+        return Err(CopyError::Read(e));
+    }
     progress.update(len);
     Ok(written)
 }
 
-/// Gives access to the source's bytes chunk by chunk. Mapping the source
-/// lets the zero scan and the write work on the page cache directly, which
-/// saves copying every byte into a buffer first; where a file cannot be
-/// mapped, it is read into a buffer instead.
+/// Reads the source chunk by chunk into one reused buffer. It is read, not
+/// mapped: a mapped file that another program truncates kills the reader
+/// with SIGBUS, where a read past the new end is an error we can explain.
 struct Reader<'a> {
     src: &'a File,
-    map: Option<Mapping>,
     buf: Vec<u8>,
-}
-
-/// One mapped window of the source.
-struct Mapping {
-    ptr: *mut libc::c_void,
-    offset: u64,
-    len: usize,
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: ptr and len are exactly what mmap returned and took.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
 }
 
 impl<'a> Reader<'a> {
     fn new(src: &'a File) -> Self {
         Reader {
             src,
-            map: None,
             buf: Vec::new(),
         }
     }
 
     fn get(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
-        let page = page_size();
-        let start = offset / page * page;
-        let map_len = (offset - start) as usize + len;
-        self.map = None; // unmap the previous window first: memory stays flat
-                         // SAFETY: a read-only shared mapping of a file we hold open; the
-                         // kernel checks the range. A file truncated by someone else while we
-                         // read it would fault, as it would for any tool that maps its input.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                self.src.as_raw_fd(),
-                start as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            self.buf.resize(len, 0);
-            self.src.read_exact_at(&mut self.buf, offset)?;
-            return Ok(&self.buf);
+        self.buf.resize(len, 0);
+        match self.src.read_exact_at(&mut self.buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(shrank(self.src, offset + len as u64).unwrap_or(e))
+            }
+            result => result.map(|()| self.buf.as_slice()),
         }
-        // SAFETY: as above; sequential access is only a hint.
-        unsafe { libc::madvise(ptr, map_len, libc::MADV_SEQUENTIAL | libc::MADV_WILLNEED) };
-        let map = self.map.insert(Mapping {
-            ptr,
-            offset: start,
-            len: map_len,
-        });
-        let skip = (offset - map.offset) as usize;
-        // SAFETY: the mapping covers skip..skip+len and lives until the next get().
-        Ok(unsafe { std::slice::from_raw_parts((map.ptr as *const u8).add(skip), len) })
     }
 }
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as u64
-    } else {
-        4096
-    }
+/// The error for a source file shorter than `end`: it was longer when the
+/// copy was planned, so another program shortened it under us. `None` if
+/// it is still that long (or is no regular file).
+fn shrank(src: &File, end: u64) -> Option<io::Error> {
+    let len = src.metadata().ok().filter(|m| m.is_file())?.len();
+    (len < end).then(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "it shrank to {len} bytes while being read (another program truncated or rewrote it)"
+            ),
+        )
+    })
 }
 
 /// Writes the runs of non-zero blocks of `chunk` (destination offset `at`;
@@ -293,6 +293,62 @@ mod tests {
             allocated_bytes(&dst) <= 32 * BLOCK,
             "{}",
             allocated_bytes(&dst)
+        );
+    }
+
+    /// Shortens the source to `to` bytes once the copy is under way, as
+    /// another program might.
+    struct Truncates<'a> {
+        source: &'a std::path::Path,
+        to: u64,
+    }
+    impl Progress for Truncates<'_> {
+        fn update(&self, done: u64) {
+            if done > 0 {
+                let other = std::fs::OpenOptions::new().write(true).open(self.source);
+                other.unwrap().set_len(self.to).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_truncated_during_the_copy_is_an_error_not_a_crash() {
+        // Data (no holes) over three chunks: the copy reads past the new end.
+        let mut src = tempfile::NamedTempFile::new().unwrap();
+        src.write_all(&vec![7u8; 3 * CHUNK as usize]).unwrap();
+        let dst = tempfile::tempfile().unwrap();
+        dst.set_len(3 * CHUNK).unwrap();
+        let truncates = Truncates {
+            source: src.path(),
+            to: CHUNK + 100,
+        };
+        let err = sparse_copy(src.as_file(), 0, &dst, 0, 3 * CHUNK, &truncates).unwrap_err();
+        let CopyError::Read(e) = err else {
+            panic!("blamed the destination: {err:?}")
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "it shrank to {} bytes while being read (another program truncated or rewrote it)",
+                CHUNK + 100
+            )
+        );
+    }
+
+    #[test]
+    fn a_source_truncated_into_its_holes_is_an_error_too() {
+        // Only holes past 1 MiB: nothing is read there, the end check finds it.
+        let (src, _) = source();
+        let dst = tempfile::tempfile().unwrap();
+        dst.set_len(3 << 20).unwrap();
+        let truncates = Truncates {
+            source: src.path(),
+            to: 2 << 20,
+        };
+        let err = sparse_copy(src.as_file(), 0, &dst, 0, 3 << 20, &truncates).unwrap_err();
+        assert!(
+            matches!(&err, CopyError::Read(e) if e.to_string().starts_with("it shrank to 2097152 bytes")),
+            "{err:?}"
         );
     }
 

@@ -95,6 +95,8 @@ pub enum ErrorKind {
     NotWritable(&'static str),
     #[error("is a symbolic link to {0}, which does not exist; name the target itself, or remove the link")]
     DanglingLink(PathBuf),
+    #[error("{0}")]
+    NoSpace(#[from] crate::space::NoSpace),
     #[error("`{command}` failed: {message}")]
     Tool { command: String, message: String },
     /// Input we understand but cannot do what was asked with.

@@ -18,6 +18,7 @@ pub mod gpt;
 pub mod mbr;
 mod output;
 pub mod qemu;
+pub mod space;
 pub mod table;
 pub mod todisk;
 

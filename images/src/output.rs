@@ -22,6 +22,7 @@ use tempfile::NamedTempFile;
 
 use crate::disk::{ReadAt, Source};
 use crate::error::{Error, ErrorKind, Result};
+use crate::space::{self, Budget};
 
 /// What the user allows to be overwritten.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,6 +37,8 @@ pub struct Output {
     /// The output as the user named it, for messages.
     pub path: PathBuf,
     dest: Dest,
+    /// What the writer expects to need, once [`Output::reserve`] checked it.
+    budget: Option<Budget>,
 }
 
 enum Dest {
@@ -97,6 +100,7 @@ impl Output {
                 target,
                 replace,
             },
+            budget: None,
         })
     }
 
@@ -121,6 +125,7 @@ impl Output {
         Ok(Output {
             path: path.to_owned(),
             dest: Dest::Device { file, target, len },
+            budget: None,
         })
     }
 
@@ -135,6 +140,7 @@ impl Output {
                     target: target.clone(),
                     replace: false,
                 },
+                budget: self.budget.clone(),
             }),
             Dest::Device { .. } => Err(Error::new(
                 &self.path,
@@ -161,8 +167,39 @@ impl Output {
         }
     }
 
+    /// Checks that the file's directory has about `needed` bytes free (the
+    /// data to be written, holes aside), so a full disk is found before any
+    /// work, and remembers it to explain a full disk found later. A device
+    /// was sized already.
+    pub fn reserve(&mut self, needed: u64) -> Result<()> {
+        let Dest::File { temp, .. } = &self.dest else {
+            return Ok(());
+        };
+        let dir = temp.path().parent().unwrap_or(Path::new("."));
+        let budget = Budget::check(dir, needed).map_err(|e| Error::new(&self.path, e))?;
+        self.budget = Some(budget);
+        Ok(())
+    }
+
+    /// The error for a failed write or other operation on the output.
     pub fn error(&self, op: &'static str, e: io::Error) -> Error {
-        Error::io(&self.path, op, e)
+        match &self.budget {
+            Some(budget) if space::is_full(&e) => Error::new(&self.path, budget.no_space()),
+            _ => Error::io(&self.path, op, e),
+        }
+    }
+
+    /// A tool (qemu-img) that wrote the output and failed on a full disk
+    /// gets the same error as our own writes.
+    pub fn tool_error(&self, e: Error) -> Error {
+        match (&self.budget, &e.kind) {
+            (Some(budget), ErrorKind::Tool { message, .. })
+                if message.contains("No space left on device") =>
+            {
+                Error::new(&self.path, budget.no_space())
+            }
+            _ => e,
+        }
     }
 
     /// Makes bytes `0..len` of the output read as zeros, so that writers

@@ -106,6 +106,20 @@ pub fn virtual_size(path: &Path, driver: &str) -> Result<u64> {
         })
 }
 
+/// The bytes the image and its backing chain take on disk: no extraction
+/// writes more data than they hold, unless their clusters are compressed.
+pub fn allocated(path: &Path, driver: &str) -> Result<u64> {
+    let chain = info(path, driver, &["--backing-chain"])?;
+    let images = match &chain {
+        serde_json::Value::Array(images) => images.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    Ok(images
+        .iter()
+        .filter_map(|i| i["actual-size"].as_u64())
+        .sum())
+}
+
 /// The image and every file of its backing chain, in order, as qemu-img
 /// resolves them. A backing file given as a `json:{…}` specification names
 /// no single file and is left out.
@@ -168,6 +182,8 @@ fn convert_with_progress(
 ) -> Result<()> {
     let mut child = Command::new(QEMU_IMG)
         .args(args)
+        // Its errors in English: a full disk is recognised by its message.
+        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::copy::sparse_copy;
+use crate::copy::{data_bytes, sparse_copy};
 use crate::disk::{DiskImage, Format, ReadAt};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{self, FsKind};
@@ -88,7 +88,13 @@ pub fn to_disk(
         return Err(Error::new(input, ErrorKind::Unrecognised));
     }
     let seed = seed(&image).map_err(|e| Error::io(input, "read it", e))?;
-    let out = Output::create(output, overwrite, &image.sources()?)?;
+    let mut out = Output::create(output, overwrite, &image.sources()?)?;
+    // The filesystem's data, twice for qcow2: the raw disk, then the qcow2.
+    let data = data_bytes(&image.file, 0, size).map_err(|e| Error::io(input, "read it", e))?;
+    out.reserve(match format {
+        DiskFormat::Raw => data,
+        DiskFormat::Qcow2 => 2 * data,
+    })?;
 
     // Build the raw disk, then (for qcow2) convert it next to the output.
     let raw_temp;
@@ -105,7 +111,8 @@ pub fn to_disk(
             out.target_path(),
             wrapped.disk_size,
             progress,
-        )?;
+        )
+        .map_err(|e| out.tool_error(e))?;
     }
     out.publish()?;
     Ok(wrapped)
@@ -180,7 +187,8 @@ fn write_raw(
             (first * ss, disk_size)
         }
     };
-    sparse_copy(&image.file, 0, out.file(), start, size, progress).map_err(write)?;
+    sparse_copy(&image.file, 0, out.file(), start, size, progress)
+        .map_err(|e| e.about(&image.path, out))?;
 
     // Read back what we wrote, as any reader of the disk would.
     let check = table::read(out.file()).map_err(|k| Error::new(&out.path, k))?;

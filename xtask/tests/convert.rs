@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use harness::assert_fsck_clean;
+use harness::{assert_fsck_clean, assert_one_line_error, Tmpfs};
 
 use tempfile::TempDir;
 
@@ -144,21 +144,6 @@ fn convert_matches_dd(disk: &Path, extra: &[&str], offset: u64, len: u64) -> Pat
     );
     assert_fsck_clean(&out_path);
     out_path
-}
-
-/// Asserts the command failed, and its error is one line holding `needle`.
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {err}"
-    );
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: "),
-        "the error is not one line: {err}"
-    );
-    assert!(last.contains(needle), "expected {needle:?} in {last:?}");
 }
 
 /// Asserts the command failed with `needle` in its one-line error and left
@@ -1084,4 +1069,158 @@ fn block_device_output_is_written_in_place_with_overwrite_device() {
         &small_dev.0,
     ]);
     assert_refused(&out, "too small for the", &[(&small, &small_old)], dir);
+}
+
+/// A bare ext4 image followed by 128 MiB of data: copying it takes long
+/// enough for another program to change something midway.
+fn slow_input(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let input = ext4(dir, "root", 8);
+    let mut file = fs::OpenOptions::new().append(true).open(&input).unwrap();
+    let block = vec![0x5a; MIB as usize];
+    for _ in 0..128 {
+        file.write_all(&block).unwrap();
+    }
+    input
+}
+
+/// Runs `convert INPUT OUTPUT`, stops it (SIGSTOP) once its temporary
+/// output holds data, so the copy is under way, runs `meanwhile` as
+/// another program would, and lets it go on to its end.
+fn convert_changing_midway(input: &Path, output: &Path, meanwhile: impl FnOnce()) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("convert")
+        .arg(input)
+        .arg(output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("xtask runs");
+    let pid = child.id() as libc::pid_t;
+    let copying = || {
+        fs::read_dir(output.parent().unwrap()).unwrap().any(|e| {
+            let e = e.unwrap();
+            e.file_name().to_string_lossy().ends_with(".partial")
+                && e.metadata().is_ok_and(|m| m.blocks() > 0)
+        })
+    };
+    let mut child = child;
+    while !copying() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "convert ended before the copy was seen under way"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: signals to our own child, which has not been waited for.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    meanwhile();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    child.wait_with_output().unwrap()
+}
+
+/// A source shortened by another program while convert reads it (a mapped
+/// source would kill convert with SIGBUS here): a one-line error naming
+/// the input, and no output.
+#[test]
+fn a_source_truncated_midway_fails_cleanly() {
+    let t = TempDir::new().unwrap();
+    let input = slow_input(t.path());
+    let output = t.path().join("out.ext4");
+    let out = convert_changing_midway(&input, &output, || {
+        let other = fs::OpenOptions::new().write(true).open(&input).unwrap();
+        other.set_len(4 * MIB).unwrap();
+    });
+    let needle = format!(
+        "{}: cannot read it: it shrank to {} bytes while being read",
+        input.display(),
+        4 * MIB
+    );
+    assert_fails_cleanly(&out, &needle, &output);
+}
+
+/// The output's disk has too little space for the data: refused before
+/// anything is written, with both numbers, and the old output stays.
+#[test]
+fn a_disk_too_small_is_refused_up_front_and_the_old_output_stays() {
+    let t = TempDir::new().unwrap();
+    let input = ext4(t.path(), "root", 64); // 16 MiB of incompressible data
+    let Some(small) = Tmpfs::mount(&t.path().join("small"), 8 * MIB) else {
+        return;
+    };
+    let output = small.path().join("root.ext4");
+    fs::write(&output, "the user's old image").unwrap();
+    let out = xtask(&[&"convert", &"--force", &input, &output]);
+    assert_one_line_error(
+        &out,
+        &format!(
+            "{}: no space left on {} (needed about ",
+            output.display(),
+            small.path().display()
+        ),
+    );
+    assert!(stderr(&out).contains(", free 8.0 MiB)"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&output).unwrap(), "the user's old image");
+    assert_no_temporary_files(small.path());
+}
+
+/// The check passed, then another program filled the disk: our own
+/// writes hit ENOSPC and say so in the same words.
+#[test]
+fn a_disk_filled_midway_fails_cleanly() {
+    use std::io::Write;
+    let t = TempDir::new().unwrap();
+    let input = slow_input(t.path());
+    let Some(small) = Tmpfs::mount(&t.path().join("small"), 160 * MIB) else {
+        return;
+    };
+    let output = small.path().join("root.ext4");
+    let out = convert_changing_midway(&input, &output, || {
+        let mut filler = fs::File::create(small.path().join("filler")).unwrap();
+        let block = vec![1u8; MIB as usize];
+        while filler.write_all(&block).is_ok() {}
+    });
+    let needle = format!(
+        "{}: no space left on {}",
+        output.display(),
+        small.path().display()
+    );
+    assert_fails_cleanly(&out, &needle, &output);
+}
+
+/// A compressed qcow2 takes far less space than the data it holds, so the
+/// estimate passes and qemu-img finds the disk full: the same error.
+#[test]
+fn a_compressed_qcow2_that_outgrows_the_disk_fails_cleanly() {
+    let t = TempDir::new().unwrap();
+    let content = t.path().join("content");
+    fs::create_dir(&content).unwrap();
+    fs::write(content.join("text"), "coLinux ".repeat(3 << 20)).unwrap();
+    let raw = t.path().join("root.img");
+    blank(&raw, 40 * MIB);
+    sh(
+        "mke2fs",
+        &[&"-q", &"-F", &"-t", &"ext4", &"-d", &content, &raw],
+        None,
+    );
+    let qcow2 = t.path().join("root.qcow2");
+    sh(
+        "qemu-img",
+        &[
+            &"convert", &"-c", &"-f", &"raw", &"-O", &"qcow2", &raw, &qcow2,
+        ],
+        None,
+    );
+    let Some(small) = Tmpfs::mount(&t.path().join("small"), 8 * MIB) else {
+        return;
+    };
+    let output = small.path().join("root.ext4");
+    let out = xtask(&[&"convert", &qcow2, &output]);
+    let needle = format!(
+        "{}: no space left on {}",
+        output.display(),
+        small.path().display()
+    );
+    assert_fails_cleanly(&out, &needle, &output);
 }
