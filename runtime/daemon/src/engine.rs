@@ -56,10 +56,10 @@ pub enum EngineError {
     SerialIndex { place: String, index: u8 },
     #[error("no kernel= given: the guest needs a kernel (for example kernel=vmlinuz)")]
     NoKernel,
-    #[error("{place}: scsi{index}: {path}: {problem}")]
+    /// `origin` is the place and token, like every config error.
+    #[error("{origin}: {path}: {problem}")]
     ScsiImage {
-        place: String,
-        index: u8,
+        origin: String,
         path: String,
         problem: String,
     },
@@ -407,8 +407,7 @@ pub fn create_scsi_images(settings: &Settings) -> Result<(), EngineError> {
             continue;
         };
         let error = |problem: String| EngineError::ScsiImage {
-            place: scsi.origin.place.to_string(),
-            index,
+            origin: scsi.origin.to_string(),
             path: scsi.path.display().to_string(),
             problem,
         };
@@ -830,7 +829,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("g.conf:1: scsi3:") && err.contains("cannot create a 1 MB image"),
+            err.contains("g.conf:1: scsi3=disk,missing-dir/x.img,1: ")
+                && err.contains("cannot create a 1 MB image"),
             "{err}"
         );
     }
