@@ -146,7 +146,7 @@ fn build(target: Target, run: &stage::Run, work: &Path) -> Result<()> {
     let staging = run.staging(&dest)?;
     let release = cargo_dir.join(triple).join("release");
     let mut sizes = Vec::new();
-    for bin in bins()? {
+    for bin in stage::package_bins(PACKAGE)? {
         let name = target.exe(&bin);
         let built = release.join(&name);
         std::fs::copy(&built, staging.path().join(&name))
@@ -201,44 +201,8 @@ fn rustflags(target: Target) -> Vec<String> {
     flags
 }
 
-/// The names of the package's binary targets, as cargo sees them.
-fn bins() -> Result<Vec<String>> {
-    let out = stage::cargo()
-        .current_dir(stage::root())
-        .args(["metadata", "--format-version=1", "--no-deps", "--locked"])
-        .output()
-        .context("cannot run cargo metadata")?;
-    if !out.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let package = metadata["packages"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == PACKAGE))
-        .with_context(|| format!("the workspace has no package {PACKAGE}"))?;
-    let bins: Vec<String> = package["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| {
-            t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "bin"))
-        })
-        .filter_map(|t| t["name"].as_str().map(str::to_string))
-        .collect();
-    if bins.is_empty() {
-        bail!("the package {PACKAGE} has no binaries");
-    }
-    Ok(bins)
-}
-
-/// Every file under `dir`, sorted, except build outputs (`target/`), the
-/// fuzzers (outside the workspace, so never in the binaries) and hidden
-/// files.
+/// Every file under `dir`, sorted, except build outputs (`target/`) and
+/// hidden files.
 fn source_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -248,7 +212,7 @@ fn source_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in entries {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name == "target" || name == "fuzz" {
+        if name.starts_with('.') || name == "target" {
             continue;
         }
         if entry.file_type()?.is_dir() {

@@ -491,6 +491,32 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The names of a workspace package's binary targets, as cargo sees them
+/// (`cargo metadata`, through the `cargo_metadata` crate).
+pub fn package_bins(package: &str) -> Result<Vec<String>> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(root())
+        .no_deps()
+        .other_options(["--locked".to_string()])
+        .exec()
+        .context("cargo metadata failed")?;
+    let found = metadata
+        .workspace_packages()
+        .into_iter()
+        .find(|p| p.name.as_str() == package)
+        .with_context(|| format!("the workspace has no package {package}"))?;
+    let bins: Vec<String> = found
+        .targets
+        .iter()
+        .filter(|t| t.is_kind(cargo_metadata::TargetKind::Bin))
+        .map(|t| t.name.clone())
+        .collect();
+    if bins.is_empty() {
+        bail!("the package {package} has no binaries");
+    }
+    Ok(bins)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
