@@ -6,6 +6,7 @@
 mod bench;
 mod convert;
 mod dist;
+mod fuzz;
 mod image;
 mod initramfs;
 mod kernel;
@@ -45,6 +46,7 @@ enum Stage {
     Dist(dist::Args),
     Initramfs(initramfs::Args),
     Bench(bench::Args),
+    Fuzz(fuzz::Args),
     Test(test::Args),
     Rehearse(rehearse::Args),
 }
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Stage::Dist(args) => dist::run(args),
         Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
+        Stage::Fuzz(args) => fuzz::run(args),
         Stage::Test(args) => test::run(args),
         Stage::Rehearse(args) => rehearse::run(args),
     };

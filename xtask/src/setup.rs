@@ -399,6 +399,37 @@ fn python_tools(check_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, pinned. Only `cargo xtask fuzz` needs it, and the nightly
+/// toolchain its sanitizer flags need, so setup installs neither: `fuzz`
+/// calls [`fuzz_tools`] first.
+const CARGO_FUZZ: &str = "0.13.2";
+
+/// Installs what is missing of the nightly toolchain and cargo-fuzz (into
+/// target/cache/cargo-tools); returns cargo-fuzz's path.
+pub fn fuzz_tools() -> Result<std::path::PathBuf> {
+    let sh = Shell::new()?;
+    let toolchains = cmd!(sh, "rustup toolchain list").read()?;
+    if !toolchains.lines().any(|t| t.starts_with("nightly-")) {
+        tracing::info!("setup: installing the nightly toolchain (cargo-fuzz needs it)");
+        cmd!(sh, "rustup toolchain install nightly --profile minimal").run()?;
+    }
+    let root = crate::stage::cache_dir().join("cargo-tools");
+    let cargo_fuzz = root.join("bin/cargo-fuzz");
+    let installed = cmd!(sh, "{cargo_fuzz} --version").ignore_stderr().read();
+    if !installed.is_ok_and(|v| v.trim() == format!("cargo-fuzz {CARGO_FUZZ}")) {
+        tracing::info!(
+            "setup: installing cargo-fuzz {CARGO_FUZZ} into {}",
+            root.display()
+        );
+        cmd!(
+            sh,
+            "cargo install --quiet --locked --version {CARGO_FUZZ} --root {root} cargo-fuzz"
+        )
+        .run()?;
+    }
+    Ok(cargo_fuzz)
+}
+
 /// The packages are in; the programs the stages run must be too.
 fn check_programs() -> Result<()> {
     let missing = missing_programs();
