@@ -77,3 +77,71 @@ fn windows_tests(sh: &Shell, cargo_args: &[String]) -> Result<()> {
     test.run()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// Folders whose tracked files may be binary: the fuzzers' seed disks.
+    const FIXTURES: &[&str] = &["fuzz/seeds/"];
+    /// The largest tracked source is about 40 KiB; a file past this is an
+    /// accident (a build output, a download).
+    const MAX_BYTES: usize = 128 << 10;
+    /// Seeds stay small: libFuzzer mutates them, and git keeps every one.
+    const MAX_FIXTURE_BYTES: usize = 64 << 10;
+
+    /// Why a tracked file does not belong in the tree, if it does not.
+    fn refusal(path: &str, bytes: &[u8]) -> Option<String> {
+        let fixture = FIXTURES.iter().any(|f| path.starts_with(f));
+        let limit = if fixture {
+            MAX_FIXTURE_BYTES
+        } else {
+            MAX_BYTES
+        };
+        if bytes.len() > limit {
+            return Some(format!(
+                "{path}: {} KiB, above the {} KiB limit",
+                bytes.len() >> 10,
+                limit >> 10
+            ));
+        }
+        let text = !bytes.contains(&0) && std::str::from_utf8(bytes).is_ok();
+        (!fixture && !text)
+            .then(|| format!("{path}: not text (binaries belong only in {FIXTURES:?})"))
+    }
+
+    #[test]
+    fn no_binaries_or_large_files_are_tracked() {
+        let root = crate::stage::root();
+        let out = Command::new("git")
+            .args(["ls-files", "-z"])
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git ls-files failed");
+        let listed = String::from_utf8(out.stdout).unwrap();
+        let refused: Vec<String> = listed
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            // A file deleted in the work tree but not yet in the index.
+            .filter_map(|p| Some((p, std::fs::read(root.join(p)).ok()?)))
+            .filter_map(|(p, bytes)| refusal(p, &bytes))
+            .collect();
+        assert!(refused.is_empty(), "{}", refused.join("\n"));
+    }
+
+    #[test]
+    fn binaries_and_large_files_are_refused_outside_the_fixtures() {
+        assert_eq!(refusal("src/main.rs", b"fn main() {}\n"), None);
+        assert_eq!(refusal("fuzz/seeds/gpt/gpt.img", &[0; 512]), None);
+        let binary = refusal("ci/tool", b"\x7fELF\0\x01").unwrap();
+        assert!(binary.contains("not text"), "{binary}");
+        assert!(
+            refusal("notes.txt", b"caf\xe9").is_some(),
+            "Latin-1 is not UTF-8"
+        );
+        let big = refusal("Cargo.lock", &vec![b'a'; MAX_BYTES + 1]).unwrap();
+        assert!(big.contains("limit"), "{big}");
+        assert!(refusal("fuzz/seeds/gpt/big.img", &vec![0; MAX_FIXTURE_BYTES + 1]).is_some());
+    }
+}
