@@ -2,6 +2,7 @@
 //! CRCs, and the backup copy at the end of the disk.
 
 use std::fmt;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::disk::ReadAt;
 use crate::error::TableError;
@@ -41,6 +42,12 @@ impl Guid {
         g[4..6].reverse();
         g[6..8].reverse();
         Some(Guid(g))
+    }
+
+    /// The same GUID for the `uuid` crate, which keeps the canonical byte
+    /// order where we keep the on-disk one.
+    fn uuid(self) -> uuid::Uuid {
+        uuid::Uuid::from_bytes_le(self.0)
     }
 
     /// A version-4-shaped GUID made from the first bytes of `seed`.
@@ -283,14 +290,6 @@ fn load(disk: &dyn ReadAt, ss: u64, lba: u64) -> Result<(Gpt, u64), TableError> 
     Ok((gpt, other_lba))
 }
 
-/// A complete GPT disk layout: everything before the first usable LBA, and
-/// the backup entries plus header that end the disk.
-pub struct Layout {
-    pub head: Vec<u8>,
-    pub tail: Vec<u8>,
-    pub tail_offset: u64,
-}
-
 /// The first LBA a partition may use with the standard 128-entry array.
 pub fn first_usable_lba(ss: u64) -> u64 {
     2 + entry_array_sectors(ss)
@@ -305,68 +304,47 @@ pub fn tail_sectors(ss: u64) -> u64 {
     entry_array_sectors(ss) + 1
 }
 
-/// Builds the GPT structures for a disk of `disk_size` bytes with the given
-/// partitions (numbered by their position), plus the protective MBR.
-pub fn build(ss: u64, disk_size: u64, disk_guid: Guid, partitions: &[Entry]) -> Layout {
-    assert!(partitions.len() <= ENTRY_COUNT as usize);
-    let total_lbas = disk_size / ss;
-    let last_lba = total_lbas - 1;
-    let array_sectors = entry_array_sectors(ss);
-    let backup_entries_lba = last_lba - array_sectors;
-
-    let mut array = vec![0u8; (ENTRY_COUNT * ENTRY_LEN) as usize];
-    for (i, p) in partitions.iter().enumerate() {
-        let e = &mut array[i * ENTRY_LEN as usize..][..ENTRY_LEN as usize];
-        e[0..16].copy_from_slice(&p.type_guid.0);
-        e[16..32].copy_from_slice(&p.guid.0);
-        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
-        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
-        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
-        for (j, unit) in p.name.encode_utf16().take(36).enumerate() {
-            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&unit.to_le_bytes());
-        }
-    }
-    let array_crc = crc32fast::hash(&array);
-
-    let header = |my_lba: u64, other_lba: u64, entries_lba: u64| {
-        let mut h = vec![0u8; ss as usize];
-        h[..8].copy_from_slice(SIGNATURE);
-        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-        h[12..16].copy_from_slice(&HEADER_LEN.to_le_bytes());
-        h[24..32].copy_from_slice(&my_lba.to_le_bytes());
-        h[32..40].copy_from_slice(&other_lba.to_le_bytes());
-        h[40..48].copy_from_slice(&first_usable_lba(ss).to_le_bytes());
-        h[48..56].copy_from_slice(&(backup_entries_lba - 1).to_le_bytes());
-        h[56..72].copy_from_slice(&disk_guid.0);
-        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
-        h[80..84].copy_from_slice(&ENTRY_COUNT.to_le_bytes());
-        h[84..88].copy_from_slice(&ENTRY_LEN.to_le_bytes());
-        h[88..92].copy_from_slice(&array_crc.to_le_bytes());
-        let crc = crc32fast::hash(&h[..HEADER_LEN as usize]);
-        h[16..20].copy_from_slice(&crc.to_le_bytes());
-        h
+/// Writes a GPT onto `device`, which already has the disk's full size: the
+/// protective MBR, then both headers and entry arrays (128 entries, as every
+/// tool writes), with the `gpt` crate. Partitions keep their numbers.
+pub fn write<D: Read + Write + Seek + fmt::Debug>(
+    mut device: D,
+    ss: u64,
+    disk_guid: Guid,
+    partitions: &[Entry],
+) -> io::Result<()> {
+    let block_size = match ss {
+        4096 => ::gpt::disk::LogicalBlockSize::Lb4096,
+        _ => ::gpt::disk::LogicalBlockSize::Lb512,
     };
-
-    let protective = crate::mbr::Entry {
-        number: 1,
-        bootable: false,
-        kind: crate::mbr::TYPE_PROTECTIVE,
-        start_lba: 1,
-        sectors: (total_lbas - 1).min(u64::from(u32::MAX)),
-    };
-    let mut head = vec![0u8; (first_usable_lba(ss) * ss) as usize];
-    head[..512].copy_from_slice(&crate::mbr::build(0, &[protective]));
-    head[ss as usize..2 * ss as usize].copy_from_slice(&header(1, last_lba, 2));
-    head[2 * ss as usize..][..array.len()].copy_from_slice(&array);
-
-    let mut tail = vec![0u8; (tail_sectors(ss) * ss) as usize];
-    tail[..array.len()].copy_from_slice(&array);
-    tail[(array_sectors * ss) as usize..].copy_from_slice(&header(last_lba, 1, backup_entries_lba));
-    Layout {
-        head,
-        tail,
-        tail_offset: backup_entries_lba * ss,
-    }
+    let size = device.seek(SeekFrom::End(0))?;
+    let covered = u32::try_from(size / ss - 1).unwrap_or(u32::MAX);
+    ::gpt::mbr::ProtectiveMBR::with_lb_size(covered)
+        .overwrite_lba0(&mut device)
+        .map_err(io::Error::other)?;
+    let mut disk = ::gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(block_size)
+        .create_from_device(device, Some(disk_guid.uuid()))
+        .map_err(io::Error::other)?;
+    let entries = partitions.iter().map(|p| {
+        let entry = ::gpt::partition::Partition {
+            part_type_guid: ::gpt::partition_types::Type {
+                guid: p.type_guid.uuid(),
+                os: ::gpt::partition_types::OperatingSystem::None,
+            },
+            part_guid: p.guid.uuid(),
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            flags: p.attributes,
+            name: p.name.clone(),
+        };
+        (p.number, entry)
+    });
+    disk.update_partitions(entries.collect())
+        .map_err(io::Error::other)?;
+    disk.write().map_err(io::Error::other)?;
+    Ok(())
 }
 
 /// A short name for a GPT partition type.
@@ -403,11 +381,9 @@ mod tests {
     }
 
     fn disk_with(ss: u64, size: u64, parts: &[Entry]) -> Vec<u8> {
-        let layout = build(ss, size, Guid::from_seed(&[7; 32]), parts);
-        let mut d = vec![0u8; size as usize];
-        d[..layout.head.len()].copy_from_slice(&layout.head);
-        d[layout.tail_offset as usize..][..layout.tail.len()].copy_from_slice(&layout.tail);
-        d
+        let mut disk = io::Cursor::new(vec![0u8; size as usize]);
+        write(&mut disk, ss, Guid::from_seed(&[7; 32]), parts).unwrap();
+        disk.into_inner()
     }
 
     #[test]
@@ -419,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn build_then_parse_for_both_sector_sizes() {
+    fn write_then_parse_for_both_sector_sizes() {
         for ss in SECTOR_SIZES {
             let size = 4 << 20;
             let part = linux(1, first_usable_lba(ss), size / ss - tail_sectors(ss) - 1);

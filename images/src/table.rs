@@ -363,11 +363,9 @@ mod mutation_tests {
                 attributes: 0,
                 name: "root".into(),
             };
-            let layout = gpt::build(ss, size, gpt::Guid::from_seed(&[1; 32]), &[part]);
-            let mut d = vec![0u8; size as usize];
-            d[..layout.head.len()].copy_from_slice(&layout.head);
-            d[layout.tail_offset as usize..][..layout.tail.len()].copy_from_slice(&layout.tail);
-            disks.push(d);
+            let mut d = std::io::Cursor::new(vec![0u8; size as usize]);
+            gpt::write(&mut d, ss, gpt::Guid::from_seed(&[1; 32]), &[part]).unwrap();
+            disks.push(d.into_inner());
         }
         // MBR with an extended partition and two logical ones.
         let entry = |kind, start, sectors| mbr::Entry {

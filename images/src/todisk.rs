@@ -178,12 +178,8 @@ fn write_raw(
                 attributes: 0,
                 name: if swap { "swap" } else { "root" }.into(),
             };
-            let layout = gpt::build(ss, disk_size, Guid::from_seed(seed), &[entry]);
             out.prepare(disk_size)?;
-            out.file().write_all_at(&layout.head, 0).map_err(write)?;
-            out.file()
-                .write_all_at(&layout.tail, layout.tail_offset)
-                .map_err(write)?;
+            gpt::write(out.file(), ss, Guid::from_seed(seed), &[entry]).map_err(write)?;
             (first * ss, disk_size)
         }
     };
