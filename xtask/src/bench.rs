@@ -3,6 +3,7 @@
 
 mod convert;
 mod dist;
+mod image;
 mod kernel;
 mod runtime;
 
@@ -31,6 +32,9 @@ enum Which {
     /// Boot the debian image to its login banner under colinux-daemon and
     /// with the same QEMU command line by hand; daemon RSS; pc vs microvm.
     Runtime(runtime::Args),
+    /// Per stock recipe: the image stage's work after its bootstrap against
+    /// a bare mmdebstrap making the same tree from the same warm apt cache.
+    Image(image::Args),
     /// Time dist's packaging and signing with the stages up to date, the
     /// no-op dist, and (--cold) the stages' own cold builds to compare.
     Dist(dist::Args),
@@ -42,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Kernel(a) => kernel::run(a),
         Which::Runtime(a) => runtime::run(a),
         Which::Dist(a) => dist::run(a),
+        Which::Image(a) => image::run(a),
     }
 }
 

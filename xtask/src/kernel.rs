@@ -8,7 +8,7 @@
 
 mod kconfig;
 mod series;
-mod source;
+pub mod source;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,10 @@ use serde_json::json;
 
 use crate::progress::Phase;
 use crate::stage::{self, run_logged, CacheKey};
+
+/// The patch series the pipeline builds unless told otherwise (the image
+/// stage reads its version too: the kernel its images boot).
+pub const PATCHES: &str = "kernel-patches/linux-6.1";
 
 /// Build the patched guest kernel (bzImage, modules, .config, System.map)
 /// into target/kernel/<arch>/. A rebuild with unchanged inputs is a no-op;
@@ -34,7 +38,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     source: Option<PathBuf>,
     /// The patch series directory (source.toml, series, patches, config/).
-    #[arg(long, value_name = "DIR", default_value = "kernel-patches/linux-6.1")]
+    #[arg(long, value_name = "DIR", default_value = PATCHES)]
     patches: PathBuf,
     /// Apply the patch series in dry-run mode against the source, report
     /// each patch, and build nothing.

@@ -10,7 +10,7 @@ use crate::wine::Wine;
 /// test in the workspace (unit tests, and the integration tests that drive
 /// the real tools, build the kernel and boot it under QEMU), then the
 /// runtime's tests built for Windows and run under Wine, then check that
-/// clean rebuilds of the runtime, the debian image and the i386 kernel are
+/// clean rebuilds of the runtime, the debian and ubuntu images and the i386 kernel are
 /// bit-identical to what the tests built (`--verify-reproducible`). This
 /// is what CI runs.
 #[derive(clap::Args)]
@@ -46,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         // published; the kernel, a full build without ccache, is slowest.
         cmd!(sh, "{xtask} runtime --verify-reproducible").run()?;
         cmd!(sh, "{xtask} image --distro debian --verify-reproducible").run()?;
+        cmd!(sh, "{xtask} image --distro ubuntu --verify-reproducible").run()?;
         cmd!(sh, "{xtask} kernel --arch i386 --verify-reproducible").run()?;
     }
     Ok(())

@@ -32,7 +32,17 @@ pub struct Recipe {
     #[serde(default)]
     pub security: String,
     pub components: Vec<String>,
+    /// The archive keyring, as the image holds it (its apt sources name
+    /// it); the build checks the archive with the host's copy, or with the
+    /// one in `keyring_package`.
     pub keyring: PathBuf,
+    /// The archive's own keyring package, pinned, when the host has none.
+    #[serde(default)]
+    pub keyring_package: Option<KeyringPackage>,
+    /// The oldest Linux the userland runs on ("4.15"): a build for an older
+    /// kernel stops before it starts.
+    #[serde(default)]
+    pub min_kernel: Option<String>,
     pub variant: String,
     #[serde(default)]
     pub packages: Vec<String>,
@@ -48,6 +58,15 @@ pub struct Recipe {
     pub network: BTreeMap<String, Interface>,
     pub console: Console,
     pub users: Users,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringPackage {
+    /// The .deb's path under the mirror (pool/…).
+    pub file: String,
+    /// Its sha256: the build refuses any other file.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -144,6 +163,19 @@ pub fn load_file_with(path: &Path, dir: &Path, read: ReadFile) -> Result<Recipe>
         .check()
         .with_context(|| format!("{}", path.display()))?;
     Ok(recipe)
+}
+
+/// The recipe file and the bases it extends, nearest first: the files a
+/// build of it reads.
+pub fn chain(path: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut chain = Vec::new();
+    merged(
+        path,
+        dir,
+        &|p: &Path| std::fs::read_to_string(p),
+        &mut chain,
+    )?;
+    Ok(chain)
 }
 
 /// The recipe at `path` with its bases merged under it.
@@ -244,7 +276,37 @@ impl Recipe {
                 bail!("{name:?}: overlays and hooks are named relative to recipes/overlays and recipes/hooks");
             }
         }
+        if let Some(package) = &self.keyring_package {
+            if !package.file.ends_with(".deb") || package.file.starts_with('/') {
+                bail!(
+                    "keyring_package.file = {:?}: expected the .deb's path under the mirror, such as pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb",
+                    package.file
+                );
+            }
+            if package.sha256.len() != 64 || !package.sha256.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                bail!(
+                    "keyring_package.sha256 = {:?}: expected 64 hexadecimal digits",
+                    package.sha256
+                );
+            }
+        }
+        if let Some(min) = &self.min_kernel {
+            if kernel_version(min).is_none() {
+                bail!("min_kernel = {min:?}: expected a Linux version such as \"4.15\"");
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a kernel of this version (such as "6.1.192") runs the
+    /// userland; true when the recipe states no minimum.
+    pub fn runs_on(&self, kernel: &str) -> bool {
+        let min = self.min_kernel.as_deref().and_then(kernel_version);
+        match (min, kernel_version(kernel)) {
+            (Some(min), Some(kernel)) => kernel >= min,
+            _ => true,
+        }
     }
 
     /// The apt sources, as mmdebstrap takes them: one "deb URL SUITE
@@ -260,6 +322,12 @@ impl Recipe {
         }
         lines
     }
+}
+
+/// "6.1.192" → [6, 1, 192]; the numbers before any suffix ("-co").
+fn kernel_version(text: &str) -> Option<Vec<u32>> {
+    let numbers = text.split(['-', '+', '~']).next()?;
+    numbers.split('.').map(|n| n.parse().ok()).collect()
 }
 
 /// "512M", "2G", "1.5G", "4096K" or a number of bytes.
@@ -326,7 +394,19 @@ root = "locked"
     fn the_stock_recipes_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
         let debian = load(&dir, "debian").unwrap();
-        assert_eq!(debian.arch, "i386");
+        assert_eq!(
+            (debian.suite.as_str(), debian.arch.as_str()),
+            ("trixie", "i386")
+        );
+        assert!(debian.security.ends_with(" trixie-security"));
+        let bookworm = load(&dir, "debian-bookworm").unwrap();
+        assert_eq!(bookworm.suite, "bookworm");
+        assert_eq!(bookworm.extra_suites, ["bookworm-updates"], "replaced");
+        assert_eq!(bookworm.packages, debian.packages, "inherited");
+        assert_eq!(
+            chain(&dir.join("debian-bookworm.toml"), &dir).unwrap(),
+            [dir.join("debian-bookworm.toml"), dir.join("debian.toml")]
+        );
         assert!(debian.packages.iter().any(|p| p == "openssh-server"));
         let ubuntu = load(&dir, "ubuntu").unwrap();
         assert_eq!(
@@ -383,6 +463,34 @@ root = "locked"
         assert!(e.contains("network.eth0"), "{e}");
         let e = err("ovl", &BASE.replace("\"base\"]", "\"../etc\"]"));
         assert!(e.contains("../etc"), "{e}");
+    }
+
+    #[test]
+    fn kernel_minimum_and_keyring_package_are_checked() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "base", &format!("min_kernel = \"4.15\"\n{BASE}"));
+        let r = load(t.path(), "base").unwrap();
+        assert!(r.runs_on("6.1.192") && r.runs_on("4.15") && r.runs_on("5.4.0-co"));
+        assert!(!r.runs_on("4.14.336") && !r.runs_on("3.2"));
+        let e = |text: &str| {
+            write(t.path(), "bad", text);
+            format!("{:#}", load(t.path(), "bad").unwrap_err())
+        };
+        let err = e(&format!("min_kernel = \"new\"\n{BASE}"));
+        assert!(
+            err.contains("min_kernel") && err.contains("\"new\""),
+            "{err}"
+        );
+        let package = |file: &str, sha: &str| {
+            format!("{BASE}[keyring_package]\nfile = \"{file}\"\nsha256 = \"{sha}\"\n")
+        };
+        let good = "0".repeat(64);
+        let err = e(&package("pool/k.tar", &good));
+        assert!(err.contains("keyring_package.file"), "{err}");
+        let err = e(&package("pool/k.deb", "abc"));
+        assert!(err.contains("keyring_package.sha256"), "{err}");
+        write(t.path(), "ok", &package("pool/k.deb", &good));
+        assert!(load(t.path(), "ok").unwrap().keyring_package.is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use sha2::Digest;
 
 use crate::progress::Phase;
 use recipe::{Distro, Recipe};
@@ -79,52 +80,147 @@ fn mirror_in_deb822(text: &str, suite: &str) -> Option<String> {
     })
 }
 
-/// Fails at once, naming the mirror and the way out, when the archive's
-/// Release file for the recipe's suite cannot be fetched.
-pub fn check_mirror(recipe: &Recipe, mirror: &str) -> Result<()> {
-    let url = format!("{mirror}/dists/{}/InRelease", recipe.suite);
-    let out = Command::new("curl")
-        .args(["--fail", "--silent", "--show-error", "--head"])
-        .args([
-            "--connect-timeout",
-            "10",
-            "--max-time",
-            "30",
-            "--retry",
-            "2",
-        ])
-        .arg(&url)
-        .output()
-        .context("cannot run curl (cargo xtask setup installs it)")?;
-    if !out.status.success() {
-        bail!(
-            "cannot reach the {} mirror {mirror}: {url}: {}; pass --mirror URL with a reachable mirror of {} {}",
-            recipe.distro.name(),
-            String::from_utf8_lossy(&out.stderr).trim(),
-            recipe.distro.name(),
-            recipe.suite,
-        );
+/// Before the long work: the mirror answers, has the recipe's suites, and
+/// publishes the recipe's architecture in the suite's Release file.
+pub fn check_archive(recipe: &Recipe, mirror: &str) -> Result<()> {
+    let distro = recipe.distro.name();
+    for suite in std::iter::once(&recipe.suite).chain(&recipe.extra_suites) {
+        let url = format!("{mirror}/dists/{suite}/InRelease");
+        let release = match fetch(&url)? {
+            Fetched::Body(body) => String::from_utf8_lossy(&body).into_owned(),
+            Fetched::Status(code) => bail!(
+                "the {distro} mirror {mirror} has no suite {suite:?} ({url} answers HTTP {code}): check the recipe's suite and extra_suites"
+            ),
+            Fetched::Unreachable(why) => bail!(
+                "cannot reach the {distro} mirror {mirror}: {url}: {why}; pass --mirror URL with a reachable mirror of {distro} {}",
+                recipe.suite
+            ),
+        };
+        if suite != &recipe.suite {
+            continue;
+        }
+        let archs = release
+            .lines()
+            .find_map(|l| l.strip_prefix("Architectures:"))
+            .unwrap_or_default();
+        if !archs.split_whitespace().any(|a| a == recipe.arch) {
+            bail!(
+                "{distro} {suite} does not publish the architecture {} (its Release file lists: {}): choose another --arch or suite",
+                recipe.arch,
+                archs.trim()
+            );
+        }
     }
     Ok(())
 }
 
-pub fn check_keyring(name: &str, recipe: &Recipe) -> Result<()> {
-    if !recipe.keyring.is_file() {
-        let how = match recipe.distro {
-            Distro::Debian => "cargo xtask setup installs debian-archive-keyring",
-            Distro::Ubuntu => "Debian bookworm does not package it: copy ubuntu-archive-keyring.gpg from Ubuntu's ubuntu-keyring package there, or point the recipe's keyring at it",
-        };
+enum Fetched {
+    Body(Vec<u8>),
+    /// An HTTP error status.
+    Status(u16),
+    Unreachable(String),
+}
+
+/// One small download with curl, its outcome told apart.
+fn fetch(url: &str) -> Result<Fetched> {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--location"])
+        .args([
+            "--connect-timeout",
+            "10",
+            "--max-time",
+            "60",
+            "--retry",
+            "2",
+        ])
+        .args(["--write-out", "\n%{http_code}"])
+        .arg(url)
+        .output()
+        .context("cannot run curl (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        return Ok(Fetched::Unreachable(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let code: u16 = String::from_utf8_lossy(&body[split..]).trim().parse()?;
+    body.truncate(split);
+    Ok(match code {
+        200 => Fetched::Body(body),
+        _ => Fetched::Status(code),
+    })
+}
+
+/// The keyring file mmdebstrap checks the archive with: the host's, or the
+/// one inside the recipe's pinned keyring package, fetched once into
+/// `cache` and checked against the pin before anything else.
+pub fn keyring(name: &str, recipe: &Recipe, mirror: &str, cache: &Path) -> Result<PathBuf> {
+    let Some(package) = &recipe.keyring_package else {
+        if !recipe.keyring.is_file() {
+            bail!(
+                "the {name} recipe's archive keyring {} is missing (cargo xtask setup installs debian-archive-keyring; for another archive, pin its keyring package in keyring_package)",
+                recipe.keyring.display()
+            );
+        }
+        return Ok(recipe.keyring.clone());
+    };
+    let dir = cache.join("keyrings").join(&package.sha256);
+    let extracted = dir.join(recipe.keyring.strip_prefix("/").unwrap_or(&recipe.keyring));
+    if extracted.is_file() {
+        return Ok(extracted);
+    }
+    let url = format!("{mirror}/{}", package.file);
+    let deb = match fetch(&url)? {
+        Fetched::Body(body) => body,
+        Fetched::Status(code) => bail!(
+            "the {name} recipe's keyring package {url} answers HTTP {code}: check keyring_package.file"
+        ),
+        Fetched::Unreachable(why) => bail!("cannot fetch the keyring package {url}: {why}"),
+    };
+    let sha256 = crate::stage::hex(&sha2::Sha256::digest(&deb));
+    if sha256 != package.sha256 {
         bail!(
-            "the {name} recipe's archive keyring {} is missing ({how})",
+            "the keyring package {url} has sha256 {sha256}, but the {name} recipe pins {}: refusing it",
+            package.sha256
+        );
+    }
+    // Unpacked beside its final place, then renamed: never half there.
+    let partial = cache
+        .join("keyrings")
+        .join(format!(".{}.partial", package.sha256));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    let deb_file = partial.join("package.deb");
+    std::fs::write(&deb_file, &deb)?;
+    let out = Command::new("dpkg-deb")
+        .arg("--extract")
+        .arg(&deb_file)
+        .arg(&partial)
+        .output()
+        .context("cannot run dpkg-deb")?;
+    if !out.status.success() {
+        bail!(
+            "cannot unpack the keyring package {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if !partial.join(extracted.strip_prefix(&dir)?).is_file() {
+        bail!(
+            "the keyring package {url} has no {}: check the recipe's keyring",
             recipe.keyring.display()
         );
     }
-    Ok(())
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir)?;
+    Ok(extracted)
 }
 
 pub struct Bootstrap<'a> {
     pub recipe: &'a Recipe,
     pub mirror: &'a str,
+    /// The keyring file to check the archive with.
+    pub keyring: &'a Path,
     /// Where the .deb files persist between builds.
     pub apt_cache: &'a Path,
     pub sde: u64,
@@ -143,34 +239,34 @@ const TRANSIENT: &[&str] = &[
 
 impl Bootstrap<'_> {
     /// Writes the root tarball to `out`, retrying transient archive
-    /// failures a bounded number of times. If only the security archive's
-    /// index keeps failing (a mirror caught mid-sync, DESIGN.md §9), the
-    /// image is made without it and the returned warning says so.
+    /// failures a bounded number of times. If only update suites' indexes
+    /// (the extra suites and the security archive) keep failing, as on a
+    /// mirror caught mid-sync (DESIGN.md §9), the image is made from the
+    /// release alone and the returned warning says so; the image's own apt
+    /// sources still list them, so `apt upgrade` in the guest catches up.
     pub fn run(&self, out: &Path, phase: &mut Phase) -> Result<Option<String>> {
         std::fs::create_dir_all(self.apt_cache)?;
         let mut sources = self.recipe.sources(self.mirror);
-        let security_url = self.recipe.security.split_whitespace().next();
         let mut skipped = None;
         let mut attempt = 1;
         loop {
             match self.attempt(out, &sources, phase) {
                 Ok(()) => return Ok(skipped),
                 Err(failure) => {
-                    let fetch_errors: Vec<&str> = failure
-                        .output
-                        .lines()
-                        .filter(|l| l.contains("Failed to fetch"))
-                        .collect();
-                    let only_security = security_url.is_some_and(|url| {
-                        !fetch_errors.is_empty() && fetch_errors.iter().all(|l| l.contains(url))
-                    });
-                    if only_security && attempt >= 3 && skipped.is_none() {
+                    let failing = failing_updates(&sources, &failure.output);
+                    if !failing.is_empty() && attempt >= 3 && skipped.is_none() {
+                        let first_error = failure
+                            .output
+                            .lines()
+                            .find(|l| l.contains("Failed to fetch"))
+                            .unwrap_or_default();
                         let warning = format!(
-                            "the security archive's index failed three times, so this image has no security updates until `apt upgrade` in the guest: {}",
-                            fetch_errors[0].trim_start_matches("E: ")
+                            "the index of {} failed three times, so this image has only the release's packages until `apt upgrade` in the guest: {}",
+                            failing.join(" and "),
+                            first_error.trim_start_matches("E: ")
                         );
                         tracing::warn!("bootstrap: {warning}");
-                        sources.retain(|s| !s.contains(security_url.unwrap_or_default()));
+                        sources.retain(|s| !failing.contains(&index_url(s)));
                         skipped = Some(warning);
                         continue;
                     }
@@ -202,7 +298,7 @@ impl Bootstrap<'_> {
         }
     }
 
-    fn command(&self, out: &Path, sources: &[String]) -> Command {
+    pub fn command(&self, out: &Path, sources: &[String]) -> Command {
         let r = self.recipe;
         let cache = self.apt_cache.display();
         let mut cmd = Command::new("mmdebstrap");
@@ -214,7 +310,7 @@ impl Bootstrap<'_> {
         })
         .arg(format!("--variant={}", r.variant))
         .arg(format!("--architectures={}", r.arch))
-        .arg(format!("--keyring={}", r.keyring.display()))
+        .arg(format!("--keyring={}", self.keyring.display()))
         .arg("--verbose");
         if !r.packages.is_empty() {
             cmd.arg(format!("--include={}", r.packages.join(",")));
@@ -299,6 +395,39 @@ impl Bootstrap<'_> {
     }
 }
 
+/// When every index that failed to download belongs to an update suite
+/// (any source but the first, the release), those suites' index URLs;
+/// otherwise none.
+pub fn failing_updates(sources: &[String], output: &str) -> Vec<String> {
+    let fetch_errors: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("Failed to fetch"))
+        .collect();
+    let failing: Vec<String> = sources[1..]
+        .iter()
+        .map(|s| index_url(s))
+        .filter(|url| fetch_errors.iter().any(|e| e.contains(url)))
+        .collect();
+    let all_updates = fetch_errors
+        .iter()
+        .all(|e| failing.iter().any(|url| e.contains(url)));
+    if fetch_errors.is_empty() || !all_updates {
+        return Vec::new();
+    }
+    failing
+}
+
+/// "deb URL SUITE COMPONENTS…" → "URL/dists/SUITE/", the prefix of every
+/// index apt fetches for that source.
+pub fn index_url(source: &str) -> String {
+    let words: Vec<&str> = source.split_whitespace().collect();
+    format!(
+        "{}/dists/{}/",
+        words.get(1).unwrap_or(&""),
+        words.get(2).unwrap_or(&"")
+    )
+}
+
 struct Failure {
     status: String,
     output: String,
@@ -315,6 +444,31 @@ fn forward(stream: impl std::io::Read, tx: std::sync::mpsc::Sender<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_update_suites_that_failed_are_dropped() {
+        let sources: Vec<String> = [
+            "deb http://m/debian trixie main",
+            "deb http://m/debian trixie-updates main",
+            "deb http://s/debian-security trixie-security main",
+        ]
+        .map(String::from)
+        .to_vec();
+        let updates = "E: Failed to fetch http://m/debian/dists/trixie-updates/main/binary-i386/Packages.xz  File has unexpected size (720 != 1108). Mirror sync in progress?\nE: Failed to fetch http://s/debian-security/dists/trixie-security/main/binary-i386/Packages.xz  File has unexpected size\n";
+        assert_eq!(
+            failing_updates(&sources, updates),
+            [
+                "http://m/debian/dists/trixie-updates/",
+                "http://s/debian-security/dists/trixie-security/"
+            ]
+        );
+        let release = format!("{updates}E: Failed to fetch http://m/debian/dists/trixie/main/binary-i386/Packages.xz  Hash Sum mismatch\n");
+        assert!(
+            failing_updates(&sources, &release).is_empty(),
+            "the release failed too"
+        );
+        assert!(failing_updates(&sources, "E: Unable to locate package vim\n").is_empty());
+    }
 
     #[test]
     fn the_host_mirror_is_found_in_both_source_formats() {

@@ -25,6 +25,8 @@ pub struct Customize<'a> {
     /// Where overlays and hooks are looked up, in order.
     pub search: &'a [PathBuf],
     pub credentials: &'a Credentials,
+    /// The archive the image was built from, for its apt sources.
+    pub mirror: &'a str,
     pub tree: &'a Path,
     pub log: &'a Path,
     pub sde: u64,
@@ -128,7 +130,23 @@ impl Customize<'_> {
     }
 
     pub fn configure(&self) -> Result<()> {
-        for file in generate::files(self.name, self.recipe) {
+        let keyring = self.tree.join(
+            self.recipe
+                .keyring
+                .strip_prefix("/")
+                .unwrap_or(&self.recipe.keyring),
+        );
+        if !keyring.is_file() {
+            bail!(
+                "the image has no {}, which its apt sources name as the archive key: add the package that ships it to the recipe, or point keyring at the image's own",
+                self.recipe.keyring.display()
+            );
+        }
+        let one_line = self.tree.join("etc/apt/sources.list");
+        if one_line.exists() {
+            std::fs::remove_file(one_line)?;
+        }
+        for file in generate::files(self.name, self.recipe, self.mirror) {
             let path = self.tree.join(&file.path);
             std::fs::create_dir_all(path.parent().expect("files live in directories"))?;
             write_replacing(&path, file.text.as_bytes(), file.mode)?;

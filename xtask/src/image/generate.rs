@@ -25,9 +25,13 @@ fn file(path: impl Into<String>, text: String) -> File {
 /// The unit that gives each machine its own identity on its first boot.
 pub const FIRSTBOOT_UNIT: &str = "colinux-firstboot.service";
 
-/// Every file the recipe generates.
-pub fn files(name: &str, recipe: &Recipe) -> Vec<File> {
+/// Every file the recipe generates; `mirror` is the archive it was built from.
+pub fn files(name: &str, recipe: &Recipe, mirror: &str) -> Vec<File> {
     let mut files = vec![
+        file(
+            APT_SOURCES.replace("{distro}", recipe.distro.name()),
+            apt_sources(name, recipe, mirror),
+        ),
         file("etc/hostname", format!("{}\n", recipe.hostname)),
         file("etc/hosts", hosts(&recipe.hostname)),
         file("etc/fstab", fstab(name)),
@@ -64,6 +68,29 @@ fn getty_unit(tty: &str) -> String {
     } else {
         format!("serial-getty@{tty}.service")
     }
+}
+
+/// The image's apt sources, in the deb822 format (apt 3.0 in trixie asks
+/// one-line sources.list files to be converted; bookworm and noble read it
+/// too); they replace the sources.list mmdebstrap writes.
+pub const APT_SOURCES: &str = "etc/apt/sources.list.d/{distro}.sources";
+
+pub fn apt_sources(name: &str, recipe: &Recipe, mirror: &str) -> String {
+    let mut text = format!("# The apt sources of the {name} image, made by cargo xtask image.\n");
+    let release = std::iter::once(&recipe.suite).chain(&recipe.extra_suites);
+    let mut archives = vec![(mirror.to_string(), release.cloned().collect::<Vec<_>>())];
+    if let Some((url, suite)) = recipe.security.split_once(' ') {
+        archives.push((url.to_string(), vec![suite.trim().to_string()]));
+    }
+    for (url, suites) in archives {
+        text.push_str(&format!(
+            "\nTypes: deb\nURIs: {url}\nSuites: {}\nComponents: {}\nSigned-By: {}\n",
+            suites.join(" "),
+            recipe.components.join(" "),
+            recipe.keyring.display()
+        ));
+    }
+    text
 }
 
 fn hosts(hostname: &str) -> String {
@@ -265,12 +292,26 @@ mod tests {
     }
 
     #[test]
+    fn apt_sources_are_deb822_with_the_archive_key() {
+        let text = apt_sources("debian", &debian(), "http://m/debian");
+        let stanzas: Vec<&str> = text.split("\n\n").skip(1).collect();
+        assert_eq!(
+            stanzas,
+            [
+                "Types: deb\nURIs: http://m/debian\nSuites: trixie trixie-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg",
+                "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: trixie-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+            ]
+        );
+    }
+
+    #[test]
     fn files_cover_the_recipe() {
-        let paths: Vec<String> = files("debian", &debian())
+        let paths: Vec<String> = files("debian", &debian(), "http://m/debian")
             .into_iter()
             .map(|f| f.path)
             .collect();
         for want in [
+            "etc/apt/sources.list.d/debian.sources",
             "etc/hostname",
             "etc/hosts",
             "etc/fstab",
