@@ -111,6 +111,15 @@ pub(crate) fn parse(
         };
         let key = key.trim().to_ascii_lowercase();
         let value = unquote_value(value.trim()).to_string();
+        // The config the installer writes from the ini (`--from-ini`) could
+        // not say it: a quote there opens a quoted word.
+        if value.contains('"') {
+            return fail(ErrorKind::BadValue {
+                what: "value",
+                value,
+                expected: "no `\"` inside; a whole value may be wrapped in double quotes".into(),
+            });
+        }
         let unknown = |section, expected| {
             let key = key.clone();
             Err(Error::new(

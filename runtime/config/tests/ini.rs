@@ -298,3 +298,16 @@ fn engine_and_service_errors() {
     );
     assert!(error("[engine]\nqemu =\n").contains("`qemu` needs a value"));
 }
+
+/// Found by the dist_ini fuzzer: a stray quote was kept in the path, and the
+/// config `--from-ini` wrote from it did not read back.
+#[test]
+fn a_quote_inside_a_value_is_refused() {
+    for value in ["\"C:\\coLinux\\root.img", "root\".img", "\"a\"b\""] {
+        let e = error(&format!("[cobd]\npath_0 = {value}\n"));
+        assert!(
+            e.contains("node.ini:2") && e.contains("no `\"` inside"),
+            "{e}"
+        );
+    }
+}
