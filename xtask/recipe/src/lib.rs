@@ -201,7 +201,7 @@ fn merged(
     })?;
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e: toml::de::Error| syntax_error(path, &text, &e))?;
     let Some(base) = table.get("extends") else {
         return Ok(table);
     };
@@ -218,6 +218,19 @@ fn merged(
     let mut merged_base = merged(&base_path, dir, read, chain)?;
     merge(&mut merged_base, table);
     Ok(merged_base)
+}
+
+/// toml's own message shows the line with a caret below it; ours is one
+/// line: `file:LINE:COLUMN: what`.
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let place = e.span().map_or(String::new(), |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(":{line}:{column}")
+    });
+    let message: Vec<&str> = e.message().lines().filter(|l| !l.is_empty()).collect();
+    anyhow::anyhow!("{}{place}: {}", path.display(), message.join(": "))
 }
 
 fn merge(base: &mut toml::Table, derived: toml::Table) {
@@ -445,6 +458,12 @@ root = "locked"
             write(t.path(), name, text);
             format!("{:#}", load(t.path(), name).unwrap_err())
         };
+        let e = err("syntax", "distro = \"debian\"\nsuite = = \"x\"\n");
+        assert!(
+            e.starts_with(&format!("{}:2:", t.path().join("syntax.toml").display())),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e:?}");
         let e = err("typo", &format!("{BASE}\npackges = [\"vim\"]\n"));
         assert!(e.contains("typo.toml") && e.contains("packges"), "{e}");
         let e = err("distro", &BASE.replace("\"debian\"", "\"gentoo\""));
