@@ -125,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
     for (tool, version) in &tools {
         key.value(tool, version.as_str().unwrap_or_default());
     }
+    let config_key = config_key(arch, &src.sha256, &patches, &fragments, &tools)?;
     let (cache_key, inputs) = key.finish();
     let dest = stage::root().join("target/kernel").join(arch);
     let run = stage::Run::new("kernel", args.verify_reproducible);
@@ -184,8 +185,8 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let phase = Phase::start("config");
-    configure(&make, &work, &fragments)?;
-    phase.done("every option of the fragments holds");
+    let how = configure(&make, &work, &fragments, &config_key)?;
+    phase.done(&format!("every option of the fragments holds ({how})"));
 
     let phase = Phase::start("build");
     make.run(&["bzImage", "modules"])?;
@@ -294,15 +295,88 @@ fn build_timestamp(sde: u64) -> String {
         .unwrap_or_else(|| format!("@{sde}"))
 }
 
+/// What the checked config depends on: the source, the patches that touch
+/// a file Kconfig reads, the fragments, the compiler and linker (Kconfig
+/// asks them what they support), and the code that makes and checks it.
+/// A patch that only changes C files leaves it alone.
+fn config_key(
+    arch: &str,
+    source: &str,
+    patches: &[(series::Patch, PathBuf)],
+    fragments: &[PathBuf],
+    tools: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String> {
+    let mut key = CacheKey::new("kernel config");
+    key.value("arch", arch);
+    key.value("source", source);
+    key.value("code", STAGE_CODE);
+    for (tool, version) in tools {
+        key.value(tool, version.as_str().unwrap_or_default());
+    }
+    for (patch, path) in patches {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if series::touched_files(&text, patch.strip)
+            .iter()
+            .any(|f| feeds_kconfig(f))
+        {
+            key.value(&patch.name, &text);
+        }
+    }
+    for path in fragments {
+        key.file(path)?;
+    }
+    Ok(key.finish().0)
+}
+
+/// Whether a file of the tree can change what olddefconfig makes of our
+/// fragments: Kconfig files, the configs tinyconfig merges, the scripts
+/// Kconfig runs, and Makefiles (the version in the config's header).
+fn feeds_kconfig(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("Kconfig")
+        || name.starts_with("Makefile")
+        || path.starts_with("scripts/")
+        || path.contains("configs/")
+}
+
 /// tinyconfig, then our fragments merged with the kernel's own
 /// merge_config.sh, then olddefconfig; then every option the fragments ask
-/// for must hold. The result replaces the build's .config only if it
-/// differs, so an unchanged config costs make nothing.
-fn configure(make: &Make, work: &Path, fragments: &[PathBuf]) -> Result<()> {
+/// for must hold. The checked result is kept under its inputs' `key`
+/// (`config-<arch>/checked-<key>.config`), so a rebuild with the same
+/// inputs, even in an empty build directory, skips all that. It replaces
+/// the build's .config only if it differs, so an unchanged config costs
+/// make nothing; make's own syncconfig takes a new one in at the start of
+/// the build. Returns how the config was had, for the progress line.
+fn configure(make: &Make, work: &Path, fragments: &[PathBuf], key: &str) -> Result<&'static str> {
     let scratch = work.join(format!("config-{}", make.arch.name()));
     std::fs::create_dir_all(&scratch)?;
+    let checked = scratch.join(format!("checked-{key}.config"));
+    let (final_text, how) = match std::fs::read_to_string(&checked) {
+        Ok(text) => (text, "checked before with the same inputs"),
+        Err(_) => (
+            check_config(make, &scratch, fragments, &checked)?,
+            "checked now",
+        ),
+    };
+    let target = make.build.join(".config");
+    if std::fs::read_to_string(&target).ok().as_deref() != Some(final_text.as_str()) {
+        std::fs::write(&target, &final_text)?;
+    }
+    Ok(how)
+}
+
+/// Makes the config in `scratch` and checks it; keeps it as `checked`
+/// (written whole, then renamed, in place of any config checked for other
+/// inputs).
+fn check_config(
+    make: &Make,
+    scratch: &Path,
+    fragments: &[PathBuf],
+    checked: &Path,
+) -> Result<String> {
     let probe = Make {
-        build: &scratch,
+        build: scratch,
         ccache: false,
         ..*make
     };
@@ -312,7 +386,7 @@ fn configure(make: &Make, work: &Path, fragments: &[PathBuf]) -> Result<()> {
         .current_dir(make.tree)
         .arg("-m")
         .arg("-O")
-        .arg(&scratch)
+        .arg(scratch)
         .arg(scratch.join(".config"))
         .args(fragments);
     merge.env("ARCH", make.arch.name());
@@ -339,12 +413,16 @@ fn configure(make: &Make, work: &Path, fragments: &[PathBuf]) -> Result<()> {
             list.join(", ")
         );
     }
-    let target = make.build.join(".config");
-    if std::fs::read_to_string(&target).ok().as_deref() != Some(final_text.as_str()) {
-        std::fs::write(&target, &final_text)?;
-        make.run(&["olddefconfig"])?;
+    for entry in std::fs::read_dir(scratch)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "config") {
+            std::fs::remove_file(path)?;
+        }
     }
-    Ok(())
+    let partial = checked.with_extension("partial");
+    std::fs::write(&partial, &final_text)?;
+    std::fs::rename(&partial, checked)?;
+    Ok(final_text)
 }
 
 /// Dry-runs the series against the pristine tree, one patch after another.
@@ -520,6 +598,46 @@ mod tests {
 
     fn mtime(p: &Path) -> SystemTime {
         std::fs::metadata(p).unwrap().modified().unwrap()
+    }
+
+    /// The checked config is reused across a patch to C code, and made
+    /// again for a patch to a Kconfig file or a new fragment.
+    #[test]
+    fn the_config_key_follows_only_what_kconfig_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let fragment = t.path().join("common.config");
+        std::fs::write(&fragment, "CONFIG_A=y\n").unwrap();
+        let tools = serde_json::Map::new();
+        let key = |patches: &[(&str, &str)]| {
+            let patches: Vec<(series::Patch, PathBuf)> = patches
+                .iter()
+                .map(|(file, added)| {
+                    let path = t.path().join("test.patch");
+                    std::fs::write(&path, patch_adding(file, "x", added)).unwrap();
+                    let patch = series::Patch {
+                        name: path.display().to_string(),
+                        strip: 1,
+                    };
+                    (patch, path)
+                })
+                .collect();
+            config_key(
+                "i386",
+                "sha",
+                &patches,
+                std::slice::from_ref(&fragment),
+                &tools,
+            )
+            .unwrap()
+        };
+        let base = key(&[]);
+        assert_eq!(key(&[("drivers/block/virtio_blk.c", "/* c */")]), base);
+        assert_eq!(key(&[("include/linux/fs.h", "/* h */")]), base);
+        assert_ne!(key(&[("fs/Kconfig", "source \"fs/cofs/Kconfig\"")]), base);
+        assert_ne!(key(&[("scripts/kconfig/conf.c", "/* conf */")]), base);
+        assert_ne!(key(&[("arch/x86/configs/tiny.config", "# tiny")]), base);
+        std::fs::write(&fragment, "CONFIG_A=m\n").unwrap();
+        assert_ne!(key(&[]), base);
     }
 
     /// The tree equals pristine + series after every run, and only files
