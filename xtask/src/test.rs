@@ -7,8 +7,9 @@ use crate::runtime::Target;
 use crate::wine::Wine;
 
 /// Install the host dependencies (as `cargo xtask setup` does), run every
-/// test in the workspace (unit tests, and the integration tests that drive
-/// the real tools, build the kernel and boot it under QEMU), then the
+/// test in the workspace (unit tests, the fuzz targets' seeds, and the
+/// integration tests that drive the real tools, build the kernel and boot
+/// it under QEMU), then the
 /// runtime's tests built for Windows and run under Wine, then check that
 /// clean rebuilds of the runtime, the debian and ubuntu images and the i386 kernel are
 /// bit-identical to what the tests built (`--verify-reproducible`). This
