@@ -57,8 +57,10 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let phase = Phase::start("build");
-    run_logged(&mut cargo_fuzz("build"), &log)?;
-    phase.done(&format!("{} targets", targets.len()));
+    let mut build = cargo_fuzz("build");
+    build.args(&args.target);
+    run_logged(&mut build, &log)?;
+    phase.done(&targets.join(", "));
 
     let mut found = Vec::new();
     for target in &targets {

@@ -192,6 +192,16 @@ pub const NEEDS: &[Needs] = &[
         programs: &["fsck.fat", "mdir", "mtype"],
         rustup_targets: &[],
     },
+    Needs {
+        stage: "fuzz",
+        apt: &[(
+            "g++",
+            "libfuzzer-sys compiles libFuzzer (C++) into the fuzz targets",
+        )],
+        // The nightly toolchain and cargo-fuzz: `fuzz_tools`, on demand.
+        programs: &[],
+        rustup_targets: &[],
+    },
 ];
 
 /// Recommends of the packages above that setup leaves out, each with the
