@@ -19,12 +19,8 @@ pub fn root() -> PathBuf {
 }
 
 /// Where stages keep what survives between runs (sources, build trees).
-/// Its real path when it is a link (a worktree sharing another's cache):
-/// make and ccache see paths, so a kernel build tree reached by two
-/// spellings would be rebuilt whole at each switch.
 pub fn cache_dir() -> PathBuf {
-    let dir = root().join("target/cache");
-    dir.canonicalize().unwrap_or(dir)
+    root().join("target/cache")
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
