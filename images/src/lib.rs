@@ -15,6 +15,7 @@ pub mod disk;
 mod error;
 pub mod fs;
 pub mod gpt;
+pub mod leftovers;
 pub mod mbr;
 mod output;
 pub mod qemu;

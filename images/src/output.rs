@@ -22,6 +22,7 @@ use tempfile::NamedTempFile;
 
 use crate::disk::{ReadAt, Source};
 use crate::error::{Error, ErrorKind, Result};
+use crate::leftovers;
 use crate::space::{self, Budget};
 
 /// What the user allows to be overwritten.
@@ -334,11 +335,16 @@ fn temp_beside(target: &Path) -> Result<NamedTempFile> {
     let name = target
         .file_name()
         .map_or("output".into(), |n| n.to_string_lossy().into_owned());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+    let prefix = format!(".{name}.");
+    // A killed run's temporary file is no one's now: it goes.
+    let _ = leftovers::remove(dir, &prefix, ".partial");
+    let temp = tempfile::Builder::new()
+        .prefix(&prefix)
         .suffix(".partial")
         .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, "create a temporary file in it", e))
+        .map_err(|e| Error::io(dir, "create a temporary file in it", e))?;
+    leftovers::hold(temp.as_file()).map_err(|e| Error::io(temp.path(), "lock it", e))?;
+    Ok(temp)
 }
 
 /// Zeroes bytes `0..len` of a block device: the kernel's zero-range

@@ -70,6 +70,11 @@ impl Budget {
         Ok(budget)
     }
 
+    /// Where the writes go.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The error to give when the write ran out of space: it needed at
     /// least what was free when it began, whatever the estimate said.
     pub fn no_space(&self) -> NoSpace {

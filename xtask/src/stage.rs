@@ -373,20 +373,16 @@ impl Run {
 
     /// A fresh directory for the outputs: beside `dest` to publish from, or
     /// in the rebuild directory.
-    pub fn staging(&self, dest: &Path) -> Result<tempfile::TempDir> {
-        let Some(dir) = &self.rebuild else {
-            return staging(dest);
-        };
-        let name = dest.file_name().expect("a named output").to_string_lossy();
-        tempfile::Builder::new()
-            .prefix(&format!("{name}."))
-            .tempdir_in(dir)
-            .with_context(|| format!("cannot create a directory in {}", dir.display()))
+    pub fn staging(&self, dest: &Path) -> Result<Staging> {
+        match &self.rebuild {
+            Some(dir) => Staging::new(dir, &staging_prefix(dest)),
+            None => staging(dest),
+        }
     }
 
     /// Publishes `staging` as `dest`, or, when verifying, compares it with
     /// `dest` (keeping it if it differs).
-    pub fn finish(&self, staging: tempfile::TempDir, dest: &Path, manifest: Value) -> Result<()> {
+    pub fn finish(&self, staging: Staging, dest: &Path, manifest: Value) -> Result<()> {
         self.finish_sealed(staging, dest, manifest, None)
     }
 
@@ -394,7 +390,7 @@ impl Run {
     /// seals the rebuild too and compares every file, seal included.
     pub fn finish_sealed(
         &self,
-        staging: tempfile::TempDir,
+        staging: Staging,
         dest: &Path,
         manifest: Value,
         seal: Option<Seal>,
@@ -434,14 +430,57 @@ impl Run {
 }
 
 /// A fresh staging directory beside `dest`, removed if a stage fails.
-pub fn staging(dest: &Path) -> Result<tempfile::TempDir> {
+/// Staging directories a killed run left there (no live run holds them)
+/// are removed first.
+pub fn staging(dest: &Path) -> Result<Staging> {
     let parent = dest.parent().expect("outputs live in a directory");
     std::fs::create_dir_all(parent)?;
+    let prefix = staging_prefix(dest);
+    let removed = images::leftovers::remove(parent, &prefix, "")
+        .with_context(|| format!("cannot clean {}", parent.display()))?;
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} staging directory(ies) a killed run left in {}",
+            parent.display()
+        );
+    }
+    Staging::new(parent, &prefix)
+}
+
+fn staging_prefix(dest: &Path) -> String {
     let name = dest.file_name().expect("a named output").to_string_lossy();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))
+    format!(".{name}.")
+}
+
+/// A stage's outputs before publishing: removed if the run fails, and held
+/// (`images::leftovers`) while the run lives, so that one a killed run left
+/// is known for what it is.
+pub struct Staging {
+    dir: tempfile::TempDir,
+    _held: File,
+}
+
+impl Staging {
+    fn new(parent: &Path, prefix: &str) -> Result<Staging> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .with_context(|| {
+                format!("cannot create a staging directory in {}", parent.display())
+            })?;
+        let held = File::open(dir.path())?;
+        images::leftovers::hold(&held)?;
+        Ok(Staging { dir, _held: held })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps the directory (to publish, or to look into).
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
 }
 
 /// Holds an exclusive lock on `dir` (created if needed) until dropped, so
@@ -554,6 +593,19 @@ mod tests {
         assert!(!up_to_date(&dest, "k2"));
         std::fs::write(dest.join("bzImage"), b"tampered").unwrap();
         assert!(!up_to_date(&dest, "k1"));
+    }
+
+    #[test]
+    fn a_killed_runs_staging_goes_and_a_live_ones_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let live = staging(&dest).unwrap();
+        // What SIGKILL leaves: the directory, its descriptor closed.
+        let killed = staging(&dest).unwrap().keep();
+        std::fs::write(killed.join("half-written"), "x").unwrap();
+        let next = staging(&dest).unwrap();
+        assert!(!killed.exists(), "a killed run's staging was kept");
+        assert!(live.path().is_dir() && next.path().is_dir());
     }
 
     #[test]

@@ -1,0 +1,274 @@
+//! Stages under faults (issue 14): each stage killed with SIGKILL, its
+//! whole process group, at points spread over the time of an uninterrupted
+//! run, then run again. After every kill the published output is absent or
+//! whole (every file its SHA256SUMS lists, with that sha256), never half
+//! written; the rerun publishes exactly the uninterrupted run's files; and
+//! no staging directory or temporary file of the killed run is left.
+//!
+//! The suite kills each cheap stage at a few points; `cargo xtask bench
+//! kill` sweeps more (it sets COLINUX_KILL_POINTS).
+
+use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn xtask<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs to the end, which must be a success; returns how long it took.
+fn run_whole(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start.elapsed()
+}
+
+/// Starts `cmd` in a process group of its own and kills the whole group
+/// with SIGKILL after `after`. False if it ended before that.
+fn run_killed(cmd: &mut Command, after: Duration) -> bool {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: a signal to the group our own child leads.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    child.wait().unwrap();
+    true
+}
+
+/// Where to kill, as fractions of the uninterrupted run's time: `ci`
+/// points, or COLINUX_KILL_POINTS for the sweep, spread evenly.
+fn kill_points(ci: usize) -> Vec<f64> {
+    let n = std::env::var("COLINUX_KILL_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci);
+    (1..=n).map(|i| i as f64 / (n + 1) as f64).collect()
+}
+
+/// A stage's published directory, checked whole: its SHA256SUMS, if it
+/// is there at all, after `sha256sum --check` passed on every file.
+fn published(dest: &Path) -> Option<String> {
+    if !dest.exists() {
+        return None;
+    }
+    let check = Command::new("sha256sum")
+        .args(["--check", "--quiet", "SHA256SUMS"])
+        .current_dir(dest)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{} is published half-written: {}{}",
+        dest.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Some(std::fs::read_to_string(dest.join("SHA256SUMS")).unwrap())
+}
+
+/// Entries of `dir` a killed run may leave: `.NAME.…` staging directories
+/// and temporary files.
+fn leftovers(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let prefix = format!(".{name}.");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// The kill-and-rerun check for a stage publishing `dest`. `prepare`
+/// readies a run that does real work (removes the output, or marks
+/// sources changed); `stage` makes the command.
+fn kill_and_rerun(
+    what: &str,
+    dest: &Path,
+    points: &[f64],
+    prepare: &dyn Fn(),
+    stage: &dyn Fn() -> Command,
+) {
+    // The first run may find colder caches than the reruns will; the
+    // second, prepared alike, is the one whose time the kills divide.
+    prepare();
+    run_whole(&mut stage());
+    let reference = published(dest).expect("the uninterrupted run publishes");
+    prepare();
+    let whole = run_whole(&mut stage());
+    assert_eq!(published(dest).as_deref(), Some(reference.as_str()));
+    let mut kills = 0;
+    let name = dest.file_name().unwrap().to_string_lossy().into_owned();
+    let parent = dest.parent().unwrap();
+    for &point in points {
+        prepare();
+        let after = whole.mul_f64(point);
+        let killed = run_killed(&mut stage(), after);
+        kills += usize::from(killed);
+        if let Some(sums) = published(dest) {
+            assert_eq!(
+                sums, reference,
+                "{what}: killed at {after:?}, something else was published"
+            );
+        }
+        run_whole(&mut stage());
+        assert_eq!(
+            published(dest).as_deref(),
+            Some(reference.as_str()),
+            "{what}: the run after a kill at {after:?} published other files"
+        );
+        let left = leftovers(parent, &name);
+        assert!(
+            left.is_empty(),
+            "{what}: the kill at {after:?} left {left:?}"
+        );
+        eprintln!(
+            "{what}: killed at {:.0}% ({after:.1?} of {whole:.1?}){}: rerun identical",
+            point * 100.0,
+            if killed { "" } else { ", it had finished" }
+        );
+    }
+    assert!(
+        kills * 2 >= points.len(),
+        "{what}: only {kills} of {} runs were still going when killed",
+        points.len()
+    );
+}
+
+/// convert: the output file is the published output here. A bare ext4
+/// image followed by 96 MiB of data, so the copy takes a while.
+#[test]
+fn convert_killed_anywhere_then_rerun_gives_the_same_output() {
+    use std::io::Write;
+    let t = tempfile::TempDir::new().unwrap();
+    let input = t.path().join("root.img");
+    std::fs::File::create(&input)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    let mke2fs = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4"])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(mke2fs.success());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    for i in 0..96u8 {
+        file.write_all(&vec![i | 1; MIB as usize]).unwrap();
+    }
+    let dir = t.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let output = dir.join("root.ext4");
+    let convert = || {
+        let mut cmd = xtask([OsStr::new("convert"), OsStr::new("--force")]);
+        cmd.arg(&input).arg(&output);
+        cmd
+    };
+    let whole = run_whole(&mut convert());
+    let reference = std::fs::read(&output).unwrap();
+    for point in kill_points(4) {
+        std::fs::remove_file(&output).unwrap();
+        let after = whole.mul_f64(point);
+        run_killed(&mut convert(), after);
+        if output.exists() {
+            assert!(
+                std::fs::read(&output).unwrap() == reference,
+                "killed at {after:?}: a half-written output was published"
+            );
+        }
+        run_whole(&mut convert());
+        assert!(std::fs::read(&output).unwrap() == reference);
+        let left = leftovers(&dir, "root.ext4");
+        assert!(left.is_empty(), "killed at {after:?}: left {left:?}");
+    }
+}
+
+/// runtime: a source file touched (same content, so the same cache key
+/// and outputs) makes cargo rebuild that crate, and the published
+/// directory removed makes the stage run: kills land in cargo's build and
+/// in the stage's own copying and hashing.
+#[test]
+fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
+    let target = "x86_64-unknown-linux-gnu";
+    let dest = root().join("target/runtime").join(target);
+    let touched = root().join("runtime/daemon/src/lib.rs");
+    let prepare = || {
+        let _ = std::fs::remove_dir_all(&dest);
+        let file = std::fs::File::options()
+            .append(true)
+            .open(&touched)
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now()).unwrap();
+    };
+    kill_and_rerun("runtime", &dest, &kill_points(3), &prepare, &|| {
+        xtask(["runtime", "--target", target])
+    });
+}
+
+/// Builds the stock debian image once (a no-op when it is current): its
+/// cached bootstrap is what the image tests here start from.
+fn debian_bootstrap_cached() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the image stage cannot run, its fault checks skipped");
+        return false;
+    }
+    run_whole(&mut xtask(["image", "--distro", "debian"]));
+    true
+}
+
+/// image, from its cached bootstrap (`--output` elsewhere, so every run
+/// customizes, packs, makes the filesystem and compresses).
+#[test]
+fn image_killed_anywhere_then_rerun_gives_the_same_image() {
+    if !debian_bootstrap_cached() {
+        return;
+    }
+    let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
+    let dest = t.path().join("debian");
+    kill_and_rerun(
+        "image",
+        &dest,
+        &kill_points(2),
+        &|| {
+            let _ = std::fs::remove_dir_all(&dest);
+        },
+        &|| {
+            let mut cmd = xtask(["image", "--distro", "debian", "--output"]);
+            cmd.arg(&dest);
+            cmd
+        },
+    );
+}
