@@ -265,6 +265,8 @@ pub fn run(args: Args) -> Result<()> {
     let out = staging.path();
     let phase = Phase::start("pack");
     let content = pack::settle(&tree, sde)?;
+    // The ext4 holds the content; the tarball and the .zst are smaller.
+    let space = stage::Space::check(out, 2 * content.bytes())?;
     let (packages, count) = pack::package_list(&tree)?;
     std::fs::write(out.join(format!("{name}.packages")), packages)?;
     phase.done(&format!("{count} packages, {} files", content.paths.len()));
@@ -312,7 +314,8 @@ pub fn run(args: Args) -> Result<()> {
         });
         let tar = tar.join().expect("the tarball thread does not panic")?;
         Ok((tar, compressed?))
-    })?;
+    })
+    .map_err(|e| space.explain(e))?;
     phase.done(&format!(
         "{} MiB ext4 holding {} MiB, e2fsck clean ({ext4_secs:.1} s), then zstd {} ({zstd_secs:.1} s); beside them the tar.gz ({tar_secs:.1} s)",
         size >> 20,

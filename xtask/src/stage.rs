@@ -483,6 +483,34 @@ impl Staging {
     }
 }
 
+/// The space a stage's writes need in one directory: checked before they
+/// begin, and named when they fail on a full disk anyway.
+pub struct Space(images::space::Budget);
+
+impl Space {
+    /// Fails with "no space left on DIR (needed about N, free M)" unless
+    /// `dir`'s filesystem has about `needed` bytes free.
+    pub fn check(dir: &Path, needed: u64) -> Result<Space> {
+        Ok(Space(images::space::Budget::check(dir, needed)?))
+    }
+
+    /// `e`, or the same one-line error if the disk filled up: an ENOSPC in
+    /// its causes, or (tools report it in their own words, on their own
+    /// stderr) less than a MiB left there now, before the partial outputs go.
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let enospc = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(images::space::is_full)
+        });
+        let full = images::space::free_bytes(self.0.dir()).is_ok_and(|free| free < 1 << 20);
+        if enospc || full {
+            return self.0.no_space().into();
+        }
+        e
+    }
+}
+
 /// Holds an exclusive lock on `dir` (created if needed) until dropped, so
 /// two runs of one stage never build in the same cache at once.
 pub fn lock(dir: &Path) -> Result<File> {

@@ -4,6 +4,7 @@
 //! whole (every file its SHA256SUMS lists, with that sha256), never half
 //! written; the rerun publishes exactly the uninterrupted run's files; and
 //! no staging directory or temporary file of the killed run is left.
+//! Plus the image stage on a disk too small for it.
 //!
 //! The suite kills each cheap stage at a few points; `cargo xtask bench
 //! kill` sweeps more (it sets COLINUX_KILL_POINTS).
@@ -13,6 +14,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use harness::{assert_one_line_error, Tmpfs};
 
 const MIB: u64 = 1 << 20;
 
@@ -271,4 +274,35 @@ fn image_killed_anywhere_then_rerun_gives_the_same_image() {
             cmd
         },
     );
+}
+
+/// image onto a disk too small for it: refused before the outputs are
+/// written, in one line with both numbers; what was there stays.
+#[test]
+fn image_on_a_full_disk_fails_cleanly_and_keeps_the_old_output() {
+    if !debian_bootstrap_cached() {
+        return;
+    }
+    let t = tempfile::TempDir::new().unwrap();
+    let Some(small) = Tmpfs::mount(&t.path().join("small"), 32 * MIB) else {
+        return;
+    };
+    let dest = small.path().join("debian");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("debian.ext4"), "the user's old image").unwrap();
+    let out = xtask(["image", "--distro", "debian", "--output"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        &format!("no space left on {}/.debian.", small.path().display()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(needed about "), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("debian.ext4")).unwrap(),
+        "the user's old image"
+    );
+    assert!(leftovers(small.path(), "debian").is_empty());
 }
