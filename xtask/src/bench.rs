@@ -5,6 +5,7 @@ mod convert;
 mod dist;
 mod image;
 mod kernel;
+mod kill;
 mod runtime;
 
 use std::fs::File;
@@ -38,6 +39,9 @@ enum Which {
     /// Time dist's packaging and signing with the stages up to date, the
     /// no-op dist, and (--cold) the stages' own cold builds to compare.
     Dist(dist::Args),
+    /// Kill each stage with SIGKILL at many points of its run and check the
+    /// rerun (the full sweep of xtask/tests/faults.rs).
+    Kill(kill::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -47,6 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Runtime(a) => runtime::run(a),
         Which::Dist(a) => dist::run(a),
         Which::Image(a) => image::run(a),
+        Which::Kill(a) => kill::run(a),
     }
 }
 
