@@ -32,7 +32,7 @@ Exit codes:
   1  the guest's kernel panicked or the guest crashed
   2  configuration or command-line error; nothing was started
   3  the engine (QEMU) is not installed or not where qemu= says
-  4  the engine failed to start, failed, or was stopped from outside
+  4  the engine failed to start, failed, or was stopped or killed from outside
   5  the guest rebooted (a service manager restarts the daemon)
   6  the guest did not power off in time and the engine was stopped";
 
@@ -74,7 +74,7 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Seconds the guest gets to power off after Ctrl-C/SIGTERM before the engine is stopped
+    /// Seconds the guest gets to power off after Ctrl-C/SIGTERM (its power button is pressed every 2 s meanwhile) before the engine is stopped
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     pub shutdown_timeout: u64,
 

@@ -1,5 +1,5 @@
-//! Host facts and places: memory size, the per-guest runtime directory, the
-//! lock that keeps two daemons off one guest name, and the pidfile.
+//! Host facts and places: memory size, the per-guest runtime directory and
+//! the lock that keeps two daemons off one guest name, and atomic writes.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -60,7 +60,7 @@ fn base_runtime_dir() -> PathBuf {
 }
 
 /// Creates the runtime directory, private to its owner.
-pub fn create_runtime_dir(dir: &Path) -> io::Result<()> {
+fn create_runtime_dir(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -68,34 +68,98 @@ pub fn create_runtime_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-/// Held for the daemon's life: a second daemon for the same guest name
-/// stops at once instead of fighting over its sockets and disks.
+const LOCK_FILE: &str = "daemon.lock";
+
+/// The guest's runtime directory, held for the daemon's life: a second
+/// daemon for the same guest name stops at once instead of fighting over
+/// its sockets and disks. Dropping it removes the directory.
 pub struct InstanceLock {
-    _file: File,
+    dir: PathBuf,
+    /// The lock lasts as long as the file is open.
+    _file: Option<File>,
 }
 
 impl InstanceLock {
+    /// Creates `dir` if needed and takes its lock.
     pub fn acquire(dir: &Path, name: &str) -> Result<InstanceLock, String> {
-        let path = dir.join("daemon.lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if !try_lock(&file) {
-            let pid = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(format!(
-                "a guest named {name:?} is already running (daemon pid {}); give this one another --name",
-                pid.trim()
-            ));
+        let path = dir.join(LOCK_FILE);
+        let failed = |e: io::Error| format!("{}: {e}", path.display());
+        // A daemon that ends removes the lock file and the directory while
+        // another may be opening them; a lock on a file that is no longer
+        // at `path` guards nothing, so such an attempt starts over.
+        for _ in 0..20 {
+            create_runtime_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let mut file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(e)),
+            };
+            if !try_lock(&file) {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(format!(
+                    "a guest named {name:?} is already running (daemon pid {}); give this one another --name",
+                    pid.trim()
+                ));
+            }
+            if !still_at(&file, &path) {
+                continue;
+            }
+            file.set_len(0)
+                .and_then(|_| writeln!(file, "{}", std::process::id()))
+                .map_err(failed)?;
+            return Ok(InstanceLock {
+                dir: dir.to_path_buf(),
+                _file: Some(file),
+            });
         }
-        file.set_len(0)
-            .and_then(|_| writeln!(file, "{}", std::process::id()))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(InstanceLock { _file: file })
+        Err(format!(
+            "{}: removed again each time it was made; is a guest named {name:?} starting and stopping in a loop?",
+            path.display()
+        ))
     }
+}
+
+impl Drop for InstanceLock {
+    /// Everything in the directory is ours while we hold the lock (our
+    /// sockets, the lock file), so it all goes, the lock file last and
+    /// still locked. A daemon starting meanwhile makes a new lock file,
+    /// and then the directory stays for it.
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.file_name() != LOCK_FILE {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        // Windows deletes an open file only once it is closed.
+        #[cfg(windows)]
+        drop(self._file.take());
+        let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Whether `path` still names the open `file`.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(windows)]
+fn still_at(_file: &File, path: &Path) -> bool {
+    // An open file cannot be deleted away from under us on Windows.
+    path.exists()
 }
 
 #[cfg(unix)]
@@ -170,16 +234,46 @@ mod tests {
     }
 
     #[test]
-    fn one_daemon_per_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = InstanceLock::acquire(dir.path(), "g").unwrap();
-        let err = InstanceLock::acquire(dir.path(), "g").err().unwrap();
+    fn one_daemon_per_name_and_the_directory_goes_with_it() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("g");
+        let held = InstanceLock::acquire(&dir, "g").unwrap();
+        std::fs::write(dir.join("console.sock"), "").unwrap();
+        let err = InstanceLock::acquire(&dir, "g").err().unwrap();
         assert!(
             err.contains("already running") && err.contains(&std::process::id().to_string()),
             "{err}"
         );
+        assert!(
+            dir.join(LOCK_FILE).exists() && dir.join("console.sock").exists(),
+            "a refused daemon touched the running one's directory"
+        );
         drop(held);
-        InstanceLock::acquire(dir.path(), "g").unwrap();
+        assert!(!dir.exists(), "the runtime directory is left behind");
+        let again = InstanceLock::acquire(&dir, "g").unwrap();
+        assert!(dir.join(LOCK_FILE).exists());
+        drop(again);
+        assert!(!dir.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_on_a_removed_lock_file_is_not_trusted() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("g");
+        let held = InstanceLock::acquire(&dir, "g").unwrap();
+        // Opened before the holder leaves, as a daemon starting then would.
+        let stale = File::open(dir.join(LOCK_FILE)).unwrap();
+        drop(held);
+        assert!(
+            try_lock(&stale),
+            "the old file is free once its holder left"
+        );
+        assert!(!still_at(&stale, &dir.join(LOCK_FILE)));
+        // The next daemon makes a new file, which the old lock does not cover.
+        let next = InstanceLock::acquire(&dir, "g").unwrap();
+        assert!(!still_at(&stale, &dir.join(LOCK_FILE)));
+        drop(next);
     }
 
     #[test]

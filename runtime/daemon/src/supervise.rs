@@ -1,6 +1,11 @@
 //! Runs one guest: starts the engine, serves its console, starts the
 //! `execN` helpers, turns Ctrl-C/SIGTERM into an ACPI power-down, and tells
 //! how the guest ended (see [`exit`]).
+//!
+//! The power button is pressed again and again until the guest is gone: a
+//! press is an edge, and one that comes before anything in the guest
+//! listens (the kernel still booting, or systemd-logind not yet started)
+//! is lost; once a listener runs, further presses are ignored by it.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -41,6 +46,10 @@ const PANIC_GRACE: Duration = Duration::from_secs(2);
 /// How long QEMU gets to start and connect to the QMP socket.
 const QMP_CONNECT: Duration = Duration::from_secs(30);
 const QMP_REPLY: Duration = Duration::from_secs(10);
+/// How often the power button is pressed while the guest has not powered off.
+const PRESS_AGAIN: Duration = Duration::from_secs(2);
+/// How often the daemon says it is still waiting for the guest.
+const STILL_WAITING: Duration = Duration::from_secs(15);
 
 pub struct RunOptions {
     pub name: String,
@@ -134,8 +143,7 @@ pub fn run(
 ) -> Result<Outcome, StartError> {
     let (tx, rx) = events;
     let dir = host::runtime_dir(&opts.name);
-    host::create_runtime_dir(&dir)
-        .map_err(|e| StartError::new(exit::CONFIG, format!("{}: {e}", dir.display())))?;
+    // Dropped last: it removes the directory with our sockets in it.
     let _lock =
         InstanceLock::acquire(&dir, &opts.name).map_err(|m| StartError::new(exit::CONFIG, m))?;
 
@@ -211,10 +219,56 @@ pub fn run(
 
     let outcome = supervise(&mut engine, &qmp, &rx, opts.shutdown_timeout);
     helpers.stop();
-    // Sockets do not unlink themselves; leave the runtime directory clean.
-    let _ = std::fs::remove_file(&console_path);
-    let _ = std::fs::remove_file(dir.join("qmp.sock"));
     Ok(outcome)
+}
+
+/// A power-down under way: since when, and the last press and report.
+struct PowerDown {
+    asked: Instant,
+    pressed: Instant,
+    reported: Instant,
+}
+
+impl PowerDown {
+    fn start(qmp: &Qmp, timeout: Duration) -> PowerDown {
+        tracing::info!(
+            "powering the guest off: pressing its ACPI power button every {} s until it powers off \
+             (a booting guest reacts once its power-key handler, systemd-logind, runs); \
+             the engine is stopped if it has not within {} s; Ctrl-C again stops it at once",
+            PRESS_AGAIN.as_secs(),
+            timeout.as_secs()
+        );
+        let now = Instant::now();
+        press_power_button(qmp);
+        PowerDown {
+            asked: now,
+            pressed: now,
+            reported: now,
+        }
+    }
+
+    /// Presses again, and says what it waits for now and then.
+    fn tick(&mut self, qmp: &Qmp, timeout: Duration) {
+        if self.pressed.elapsed() >= PRESS_AGAIN {
+            self.pressed = Instant::now();
+            press_power_button(qmp);
+        }
+        if self.reported.elapsed() >= STILL_WAITING {
+            self.reported = Instant::now();
+            tracing::info!(
+                "still waiting for the guest to power off ({} s of {} s)",
+                self.asked.elapsed().as_secs(),
+                timeout.as_secs()
+            );
+        }
+    }
+}
+
+fn press_power_button(qmp: &Qmp) {
+    // It fails only when the engine is exiting, which the loop sees next.
+    if let Err(e) = qmp.execute("system_powerdown", QMP_REPLY) {
+        tracing::debug!("system_powerdown: {e}");
+    }
 }
 
 fn supervise(
@@ -223,21 +277,14 @@ fn supervise(
     rx: &Receiver<Msg>,
     shutdown_timeout: Duration,
 ) -> Outcome {
-    let mut stop_asked: Option<Instant> = None;
+    let mut power_down: Option<PowerDown> = None;
     let mut panicked: Option<(Instant, String)> = None;
     let mut reason: Option<String> = None;
     let mut gave_up = false;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Msg::Stop) if stop_asked.is_none() => {
-                stop_asked = Some(Instant::now());
-                tracing::info!(
-                    "powering the guest off (ACPI power button); waiting up to {} s; Ctrl-C again stops the engine at once",
-                    shutdown_timeout.as_secs()
-                );
-                if let Err(e) = qmp.execute("system_powerdown", QMP_REPLY) {
-                    tracing::warn!("{e}");
-                }
+            Ok(Msg::Stop) if power_down.is_none() => {
+                power_down = Some(PowerDown::start(qmp, shutdown_timeout));
             }
             Ok(Msg::Stop) => {
                 if !gave_up {
@@ -260,14 +307,16 @@ fn supervise(
         if let Ok(Some(status)) = engine.child.try_wait() {
             break status;
         }
-        if let Some(asked) = stop_asked {
-            if !gave_up && asked.elapsed() > shutdown_timeout {
+        if let Some(power_down) = power_down.as_mut().filter(|_| !gave_up) {
+            if power_down.asked.elapsed() > shutdown_timeout {
                 tracing::warn!(
                     "the guest did not power off within {} s; stopping the engine",
                     shutdown_timeout.as_secs()
                 );
                 gave_up = true;
                 engine.quit(qmp);
+            } else {
+                power_down.tick(qmp, shutdown_timeout);
             }
         }
         if let Some((at, _)) = &panicked {

@@ -4,6 +4,13 @@
 //!
 //! The guest runs one extra unit, written into a copy of the image with
 //! debugfs, that exercises the devices and reports on the console.
+//!
+//! A stop must power the guest off cleanly whenever it comes: after the
+//! login prompt, mid-boot, and as the engine starts (before anything in
+//! the guest listens for the power button). The faults ride along: the
+//! daemon killed (QEMU goes too, the next start under the name works, the
+//! guest's ext4 recovers), QEMU killed, two daemons racing for one name,
+//! and a guest that never powers off (exit code 6 at the timeout).
 #![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
@@ -212,6 +219,70 @@ fn sigterm(pid: u32) {
     run("kill", &["-TERM", &pid.to_string()]);
 }
 
+fn sigkill(pid: u32) {
+    run("kill", &["-KILL", &pid.to_string()]);
+}
+
+/// The engine's pid, from the daemon's "running (engine pid N, …)" line.
+fn engine_pid(daemon: &mut Guest) -> u32 {
+    let line = daemon.wait_for("engine pid", BOOT).unwrap();
+    line.split("engine pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no engine pid in {line:?}"))
+}
+
+/// Whether process `pid` ends (or is a zombie) within `timeout` (scaled).
+fn ends_within(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + scaled(timeout);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the parenthesised command name.
+            Ok(stat) if !stat.rsplit(')').next().unwrap_or("").starts_with(" Z") => {}
+            _ => return true,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn assert_runtime_dir_gone(name: &str) {
+    let dir = colinux_daemon::host::runtime_dir(name);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
+
+/// `--shutdown-timeout` for a stop that comes before the guest has booted:
+/// the power-off waits for the boot to reach systemd-logind.
+fn early_stop_timeout() -> String {
+    scaled(BOOT).as_secs().to_string()
+}
+
+/// SIGTERM now; then the guest's own power-off on the console, exit code
+/// 0, no runtime directory left, and a clean root filesystem.
+fn sigterm_powers_off_cleanly(daemon: &mut Guest, name: &str, root_image: &Path) {
+    sigterm(daemon.pid());
+    daemon
+        .wait_for("powering the guest off", Duration::from_secs(60))
+        .unwrap();
+    daemon
+        .wait_for("reboot: Power down", BOOT + POWER_OFF)
+        .unwrap();
+    let status = daemon.wait_exit(POWER_OFF).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean power-off is exit code 0; console log {}",
+        daemon.log_path().display()
+    );
+    assert!(daemon
+        .transcript()
+        .iter()
+        .any(|l| l.contains("the guest powered off")));
+    assert_runtime_dir_gone(name);
+    assert_fsck_clean(root_image);
+}
+
 #[test]
 fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
     let g = GuestDir::new();
@@ -244,17 +315,8 @@ fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
     let banner = ssh_banner(g.port);
     assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
 
-    sigterm(daemon.pid());
-    daemon
-        .wait_for("powering the guest off", Duration::from_secs(10))
-        .unwrap();
-    daemon.wait_for("reboot: Power down", POWER_OFF).unwrap();
-    let status = daemon.wait_exit(POWER_OFF).unwrap();
-    assert_eq!(status.code(), Some(0), "a clean power-off is exit code 0");
-    assert!(daemon
-        .transcript()
-        .iter()
-        .any(|l| l.contains("the guest powered off")));
+    // After the login prompt: the stop issue 15 did not break.
+    sigterm_powers_off_cleanly(&mut daemon, "test", &g.path("root.ext4"));
     assert!(!g.path("daemon.pid").exists(), "the pidfile is removed");
     let helper = std::fs::read_to_string(g.path("helper.pid")).expect("exec0 ran");
     assert!(
@@ -276,7 +338,176 @@ fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
         std::fs::read_to_string(g.path("share/from-guest.txt")).unwrap(),
         "written-by-guest\n"
     );
+}
+
+#[test]
+fn sigterm_mid_boot_powers_off_cleanly() {
+    let g = GuestDir::new();
+    let name = "e2e-mid-boot";
+    let timeout = early_stop_timeout();
+    let mut daemon = g.daemon(
+        "daemon-sigterm-mid-boot",
+        &["--name", name, "--shutdown-timeout", &timeout],
+    );
+    // systemd has just started: nothing listens for the power button yet.
+    daemon.wait_for("Welcome to", BOOT).unwrap();
+    sigterm_powers_off_cleanly(&mut daemon, name, &g.path("root.ext4"));
+}
+
+#[test]
+fn a_killed_daemon_takes_qemu_along_and_the_next_start_stopped_at_once_powers_off_cleanly() {
+    let g = GuestDir::new();
+    let name = "e2e-restarted";
+    let mut killed = g.daemon("daemon-sigkilled", &["--name", name]);
+    let engine = engine_pid(&mut killed);
+    // The root filesystem is mounted read-write by then.
+    killed.wait_for("Local File Systems", BOOT).unwrap();
+    sigkill(killed.pid());
+    killed.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(
+        ends_within(engine, Duration::from_secs(30)),
+        "QEMU (pid {engine}) outlived its killed daemon"
+    );
+    assert!(
+        colinux_daemon::host::runtime_dir(name)
+            .join("daemon.lock")
+            .exists(),
+        "a killed daemon cannot clean up; the next start must cope with what it left"
+    );
+    let fsck = Command::new("e2fsck")
+        .arg("-p")
+        .arg(g.path("root.ext4"))
+        .output()
+        .unwrap();
+    assert!(
+        matches!(fsck.status.code(), Some(0 | 1)),
+        "e2fsck -p could not recover the guest's ext4 ({}):\n{}{}",
+        fsck.status,
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
     assert_fsck_clean(&g.path("root.ext4"));
+
+    // The same name again, stopped as soon as the engine runs: the power
+    // button is pressed long before the guest can listen for it.
+    let timeout = early_stop_timeout();
+    let mut again = g.daemon(
+        "daemon-sigterm-at-start",
+        &["--name", name, "--shutdown-timeout", &timeout],
+    );
+    engine_pid(&mut again);
+    sigterm_powers_off_cleanly(&mut again, name, &g.path("root.ext4"));
+}
+
+/// The kernel and a copy of the image, booted with a shell as PID 1: no
+/// ACPI listener at all, so it never powers off by itself.
+fn no_listener_args(dir: &Path, name: &str) -> Vec<String> {
+    let (kernel, image) = artifacts();
+    let root = dir.join("root.ext4");
+    if !root.exists() {
+        run(
+            "cp",
+            &[
+                "--sparse=always",
+                image.to_str().unwrap(),
+                root.to_str().unwrap(),
+            ],
+        );
+    }
+    vec![
+        "--name".into(),
+        name.into(),
+        format!("kernel={}", kernel.display()),
+        format!("cobd0={}", root.display()),
+        "accel=tcg".into(),
+        "mem=128".into(),
+        "root=/dev/cobd0".into(),
+        "ro".into(),
+        "init=/bin/sh".into(),
+    ]
+}
+
+#[test]
+fn racing_daemons_a_guest_that_never_powers_off_and_a_killed_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "e2e-no-listener";
+
+    // Three daemons for one name at once: exactly one runs.
+    let mut args = no_listener_args(dir.path(), name);
+    args.extend(["--shutdown-timeout".into(), "15".into()]);
+    let mut contenders: Vec<Guest> = (0..3)
+        .map(|i| Guest::start(&format!("daemon-race-{i}"), DAEMON, &args).unwrap())
+        .collect();
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    let mut winner = None;
+    let mut losers = 0;
+    while winner.is_none() || losers < 2 {
+        assert!(Instant::now() < deadline, "the race did not settle");
+        let mut i = 0;
+        while i < contenders.len() {
+            let said = contenders[i].transcript();
+            if said.iter().any(|l| l.contains("engine pid")) {
+                assert!(winner.is_none(), "two daemons run the guest {name:?}");
+                winner = Some(contenders.remove(i));
+            } else if said.iter().any(|l| l.contains("already running")) {
+                let mut loser = contenders.remove(i);
+                assert_eq!(
+                    loser.wait_exit(Duration::from_secs(10)).unwrap().code(),
+                    Some(2)
+                );
+                losers += 1;
+            } else {
+                i += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut winner = winner.unwrap();
+
+    // Its guest ignores the power button: exit code 6 at the timeout,
+    // and the runtime directory goes anyway.
+    winner.wait_for("as init process", BOOT).unwrap();
+    sigterm(winner.pid());
+    winner
+        .wait_for(
+            "still waiting for the guest to power off",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let status = winner.wait_exit(POWER_OFF).unwrap();
+    assert_eq!(status.code(), Some(6), "{}", winner.log_path().display());
+    let said = winner.transcript();
+    assert!(said
+        .iter()
+        .any(|l| l.contains("did not power off within 15 s")));
+    assert!(!said.iter().any(|l| l.contains("reboot: Power down")));
+    assert_runtime_dir_gone(name);
+
+    // QEMU killed under a detached daemon: reported, exit code 4, and its
+    // sockets, pidfile and runtime directory are gone.
+    let pidfile = dir.path().join("daemon.pid");
+    let mut args = no_listener_args(dir.path(), name);
+    args.extend(["-d".into(), "-p".into(), pidfile.display().to_string()]);
+    let mut daemon = Guest::start("daemon-qemu-killed", DAEMON, &args).unwrap();
+    let engine = engine_pid(&mut daemon);
+    let runtime_dir = colinux_daemon::host::runtime_dir(name);
+    for made in ["console.sock", "qmp.sock", "daemon.lock"] {
+        assert!(runtime_dir.join(made).exists(), "no {made} while running");
+    }
+    assert!(pidfile.exists());
+    sigkill(engine);
+    let status = daemon.wait_exit(Duration::from_secs(30)).unwrap();
+    assert_eq!(status.code(), Some(4), "{}", daemon.log_path().display());
+    assert!(
+        daemon
+            .transcript()
+            .iter()
+            .any(|l| l.contains("the engine failed: qemu exited with signal: 9")),
+        "{}",
+        daemon.log_path().display()
+    );
+    assert!(!pidfile.exists(), "the pidfile outlived the daemon");
+    assert_runtime_dir_gone(name);
 }
 
 #[test]
@@ -335,6 +566,7 @@ fn a_detached_console_attaches_refuses_a_second_detaches_and_reattaches() {
     again
         .wait_for("the guest stopped", Duration::from_secs(10))
         .unwrap();
+    assert_runtime_dir_gone(name);
     assert_fsck_clean(&g.path("root.ext4"));
 }
 
