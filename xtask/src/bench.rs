@@ -7,6 +7,7 @@ mod image;
 mod kernel;
 mod kill;
 mod runtime;
+mod shutdown;
 
 use std::fs::File;
 use std::path::Path;
@@ -36,6 +37,9 @@ enum Which {
     /// Per stock recipe: the image stage's work after its bootstrap against
     /// a bare mmdebstrap making the same tree from the same warm apt cache.
     Image(image::Args),
+    /// Power the debian guest off under colinux-daemon with SIGTERM 1 s, 5 s
+    /// and 10 s after its start and after its login banner; time each.
+    Shutdown(shutdown::Args),
     /// Time dist's packaging and signing with the stages up to date, the
     /// no-op dist, and (--cold) the stages' own cold builds to compare.
     Dist(dist::Args),
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Convert(a) => convert::run(a),
         Which::Kernel(a) => kernel::run(a),
         Which::Runtime(a) => runtime::run(a),
+        Which::Shutdown(a) => shutdown::run(a),
         Which::Dist(a) => dist::run(a),
         Which::Image(a) => image::run(a),
         Which::Kill(a) => kill::run(a),

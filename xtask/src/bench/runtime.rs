@@ -28,37 +28,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const MICROVM_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn run(args: Args) -> Result<()> {
-    let root = stage::root();
-    let dir = root.join(&args.dir);
-    std::fs::create_dir_all(&dir)?;
-    let xtask = std::env::current_exe()?;
-    // The binary users get, from the runtime stage.
-    let host = crate::runtime::Target::Linux.triple();
-    let stages: [&[&str]; 3] = [
-        &["kernel", "--arch", "i386"],
-        &["image", "--distro", "debian"],
-        &["runtime", "--target", host],
-    ];
-    for stage_args in stages {
-        let status = Command::new(&xtask).args(stage_args).status()?;
-        if !status.success() {
-            bail!("cargo xtask {} failed", stage_args.join(" "));
-        }
-    }
-    let daemon = root
-        .join("target/runtime")
-        .join(host)
-        .join("colinux-daemon");
-    let kernel = root.join("target/kernel/i386/bzImage");
-    let image = root.join("target/images/debian/debian.ext4");
-    let conf = dir.join("bench.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "kernel=\"{}\" mem=512 accel=tcg cobd0=root.ext4 eth0=slirp root=/dev/cobd0 ro\n",
-            kernel.display()
-        ),
-    )?;
+    let dir = stage::root().join(&args.dir);
+    let DaemonGuest {
+        daemon,
+        conf,
+        image,
+    } = daemon_guest(&dir)?;
 
     copy_image(&image, &dir)?;
     // The engine command line the daemon would run, for the plain runs:
@@ -134,8 +109,53 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The daemon users get, and a config booting a copy of the debian image
+/// (`root.ext4` in `dir`) with our i386 kernel under TCG.
+pub(super) struct DaemonGuest {
+    pub daemon: PathBuf,
+    pub conf: PathBuf,
+    pub image: PathBuf,
+}
+
+/// Brings the kernel, the image and the runtime up to date (their stages)
+/// and writes the guest's config into `dir`.
+pub(super) fn daemon_guest(dir: &Path) -> Result<DaemonGuest> {
+    let root = stage::root();
+    std::fs::create_dir_all(dir)?;
+    let xtask = std::env::current_exe()?;
+    let host = crate::runtime::Target::Linux.triple();
+    let stages: [&[&str]; 3] = [
+        &["kernel", "--arch", "i386"],
+        &["image", "--distro", "debian"],
+        &["runtime", "--target", host],
+    ];
+    for stage_args in stages {
+        let status = Command::new(&xtask).args(stage_args).status()?;
+        if !status.success() {
+            bail!("cargo xtask {} failed", stage_args.join(" "));
+        }
+    }
+    let kernel = root.join("target/kernel/i386/bzImage");
+    let conf = dir.join("bench.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "kernel=\"{}\" mem=512 accel=tcg cobd0=root.ext4 eth0=slirp root=/dev/cobd0 ro\n",
+            kernel.display()
+        ),
+    )?;
+    Ok(DaemonGuest {
+        daemon: root
+            .join("target/runtime")
+            .join(host)
+            .join("colinux-daemon"),
+        conf,
+        image: root.join("target/images/debian/debian.ext4"),
+    })
+}
+
 /// A fresh copy of the image for each boot: every boot starts alike.
-fn copy_image(image: &Path, dir: &Path) -> Result<()> {
+pub(super) fn copy_image(image: &Path, dir: &Path) -> Result<()> {
     let status = Command::new("cp")
         .arg("--sparse=always")
         .arg(image)
