@@ -434,7 +434,7 @@ fn racing_daemons_a_guest_that_never_powers_off_and_a_killed_qemu() {
 
     // Three daemons for one name at once: exactly one runs.
     let mut args = no_listener_args(dir.path(), name);
-    args.extend(["--shutdown-timeout".into(), "15".into()]);
+    args.extend(["--shutdown-timeout".into(), "20".into()]);
     let mut contenders: Vec<Guest> = (0..3)
         .map(|i| Guest::start(&format!("daemon-race-{i}"), DAEMON, &args).unwrap())
         .collect();
@@ -479,7 +479,7 @@ fn racing_daemons_a_guest_that_never_powers_off_and_a_killed_qemu() {
     let said = winner.transcript();
     assert!(said
         .iter()
-        .any(|l| l.contains("did not power off within 15 s")));
+        .any(|l| l.contains("did not power off within 20 s")));
     assert!(!said.iter().any(|l| l.contains("reboot: Power down")));
     assert_runtime_dir_gone(name);
 
