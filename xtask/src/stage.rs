@@ -374,10 +374,12 @@ impl Run {
     /// A fresh directory for the outputs: beside `dest` to publish from, or
     /// in the rebuild directory.
     pub fn staging(&self, dest: &Path) -> Result<Staging> {
-        match &self.rebuild {
-            Some(dir) => Staging::new(dir, &staging_prefix(dest)),
-            None => staging(dest),
-        }
+        let Some(dir) = &self.rebuild else {
+            return staging(dest);
+        };
+        // Not hidden: a rebuild that differs is kept there to look into.
+        let name = dest.file_name().expect("a named output").to_string_lossy();
+        Staging::new(dir, &format!("{name}."))
     }
 
     /// Publishes `staging` as `dest`, or, when verifying, compares it with
