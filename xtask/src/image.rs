@@ -266,7 +266,8 @@ pub fn run(args: Args) -> Result<()> {
     let phase = Phase::start("pack");
     let content = pack::settle(&tree, sde)?;
     // The ext4 holds the content; the tarball and the .zst are smaller.
-    let space = stage::Space::check(out, 2 * content.bytes())?;
+    // Named by the staging's parent: the directory the user gave or knows.
+    let space = stage::Space::check(out.parent().unwrap_or(out), 2 * content.bytes())?;
     let (packages, count) = pack::package_list(&tree)?;
     std::fs::write(out.join(format!("{name}.packages")), packages)?;
     phase.done(&format!("{count} packages, {} files", content.paths.len()));
