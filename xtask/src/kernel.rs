@@ -280,6 +280,7 @@ impl Make<'_> {
     }
 
     fn run(&self, targets: &[&str]) -> Result<()> {
+        let _writes = stage::InPlaceWrites::begin(self.build)?;
         run_logged(&mut self.command(targets), self.log)
     }
 }

@@ -534,6 +534,57 @@ pub fn lock(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Guards a tool that writes its files in place in a cache directory:
+/// make, whose compilers write each object where it goes (`as` opens the
+/// `.o` itself). Killed midway, it leaves a truncated object newer than
+/// its sources, which the next make trusts. A marker is written before
+/// the tool runs and removed when the guard is dropped, which SIGKILL
+/// skips: a marker found at the start means the last run was killed, and
+/// every file it wrote (newer than the marker) is removed, to be made
+/// again (ccache makes that cheap).
+pub struct InPlaceWrites {
+    marker: PathBuf,
+}
+
+impl InPlaceWrites {
+    pub fn begin(dir: &Path) -> Result<InPlaceWrites> {
+        let marker = dir.join(".colinux-writing");
+        if let Ok(meta) = std::fs::metadata(&marker) {
+            let removed = remove_newer(dir, meta.modified()?)?;
+            tracing::info!(
+                "the last run in {} was killed: removed the {removed} files it wrote",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&marker, "")?;
+        Ok(InPlaceWrites { marker })
+    }
+}
+
+impl Drop for InPlaceWrites {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.marker);
+    }
+}
+
+/// Removes every file under `dir` modified after `since`; links are
+/// not followed (a kernel build directory links to its source tree).
+fn remove_newer(dir: &Path, since: std::time::SystemTime) -> Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?; // of the entry itself, never a link's target
+        if meta.is_dir() {
+            removed += remove_newer(&entry.path(), since)?;
+        } else if meta.is_file() && meta.modified()? > since {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Runs a command with its output going to `log`. On failure the error
 /// names the command and carries the last 40 lines of the log.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
@@ -636,6 +687,38 @@ mod tests {
         let next = staging(&dest).unwrap();
         assert!(!killed.exists(), "a killed run's staging was kept");
         assert!(live.path().is_dir() && next.path().is_dir());
+    }
+
+    #[test]
+    fn what_a_killed_tool_wrote_in_place_goes_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = dir.path().join("build");
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(build.join("sub")).unwrap();
+        std::fs::create_dir(&source).unwrap();
+        std::os::unix::fs::symlink(&source, build.join("source")).unwrap();
+        std::fs::write(build.join("sub/old.o"), "whole").unwrap();
+        // Past the clock tick file times are taken from.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let first = InPlaceWrites::begin(&build).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(build.join("sub/half.o"), "trunc").unwrap();
+        std::fs::write(source.join("newer.c"), "not ours").unwrap();
+        std::mem::forget(first); // SIGKILL: no destructor runs
+
+        let second = InPlaceWrites::begin(&build).unwrap();
+        assert!(build.join("sub/old.o").exists());
+        assert!(
+            !build.join("sub/half.o").exists(),
+            "a killed run's file was kept"
+        );
+        assert!(source.join("newer.c").exists(), "a link was followed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(build.join("sub/done.o"), "whole").unwrap();
+        // Finished (or failed) normally: nothing is removed next time.
+        drop(second);
+        let _third = InPlaceWrites::begin(&build).unwrap();
+        assert!(build.join("sub/done.o").exists());
     }
 
     #[test]
