@@ -69,13 +69,18 @@ fn ubuntu() -> PathBuf {
     stock(&BUILT, "ubuntu")
 }
 
-fn debugfs(image: &Path, request: &str) -> String {
-    let out = Command::new("debugfs")
+/// debugfs's answer to one request: stdout, and stderr (where it reports
+/// a missing file).
+fn debugfs_output(image: &Path, request: &str) -> Output {
+    Command::new("debugfs")
         .args(["-R", request])
         .arg(image)
         .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap()
+}
+
+fn debugfs(image: &Path, request: &str) -> String {
+    String::from_utf8_lossy(&debugfs_output(image, request).stdout).into_owned()
 }
 
 /// The release, the architecture and a merged /usr, read from the image.
@@ -108,18 +113,9 @@ fn assert_release(dir: &Path, name: &str, os: &str, codename: &str, arch: &str) 
         sources.contains(&format!("Suites: {codename} {codename}-updates")),
         "{sources}"
     );
-    let one_line = debugfs_err(&image, "stat /etc/apt/sources.list");
+    let one_line = debugfs_output(&image, "stat /etc/apt/sources.list").stderr;
+    let one_line = String::from_utf8_lossy(&one_line);
     assert!(one_line.contains("not found"), "{one_line}");
-}
-
-/// What debugfs says on stderr (where it reports a missing file).
-fn debugfs_err(image: &Path, request: &str) -> String {
-    let out = Command::new("debugfs")
-        .args(["-R", request])
-        .arg(image)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

@@ -6,10 +6,11 @@
 //! it is everything after the bootstrap: customize, pack, the ext4 image,
 //! the tarball, zstd, hashing and publishing. The bench times those with
 //! the bootstrap cached (a build into a new directory) and divides by a
-//! bare mmdebstrap run timed from the same warm apt cache.
+//! bare mmdebstrap run timed from the same warm apt cache. The stage's
+//! cold time is the sum of the two.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -22,12 +23,16 @@ use crate::stage;
 #[derive(clap::Args)]
 pub struct Args {
     /// The stock recipes to measure (recipes/<NAME>.toml).
-    #[arg(long = "distro", value_name = "NAME", default_values = ["debian", "ubuntu"])]
+    #[arg(long = "distro", value_name = "NAME", default_values = ["debian", "debian-bookworm", "ubuntu"])]
     distros: Vec<String>,
     /// Where the bench writes its images and tarballs.
     #[arg(long, default_value = "target/bench/image")]
     dir: PathBuf,
 }
+
+/// Each side is timed this many times, alternating, and the fastest run
+/// counts: the machine is shared, so the slower runs measure the neighbours.
+const ROUNDS: usize = 2;
 
 pub fn run(args: Args) -> Result<()> {
     let dir = stage::root().join(&args.dir);
@@ -41,30 +46,20 @@ pub fn run(args: Args) -> Result<()> {
             &["image".into(), "--distro".into(), distro.clone()],
             &dir,
         )?;
-
-        let bare = bare_mmdebstrap(distro, &dir)?;
-
-        let out = dir.join(distro);
-        let _ = std::fs::remove_dir_all(&out);
-        let stage_args = [
-            "image",
-            "--distro",
-            distro,
-            "--output",
-            &out.display().to_string(),
-        ]
-        .map(String::from);
-        let (after_bootstrap, _) = measure(&xtask, &stage_args, &dir)?;
-        let log = std::fs::read_to_string(dir.join("tool.log"))?;
-        println!(
-            "{distro}: bare mmdebstrap {bare:.1} s; the stage after its bootstrap {after_bootstrap:.1} s, overhead {:.0}%",
-            100.0 * after_bootstrap / bare
-        );
-        for line in log.lines().filter(|l| l.contains(": done in ")) {
-            println!("  {}", line.trim_start_matches(" INFO ").trim());
+        let (mut bare, mut stage, mut phases) = (f64::MAX, f64::MAX, String::new());
+        for _ in 0..ROUNDS {
+            bare = bare.min(bare_mmdebstrap(distro, &dir)?);
+            let (secs, log) = stage_after_bootstrap(&xtask, distro, &dir)?;
+            if secs < stage {
+                (stage, phases) = (secs, log);
+            }
         }
-        rows.push((distro.clone(), bare, after_bootstrap));
-        std::fs::remove_dir_all(&out)?;
+        println!(
+            "{distro}: bare mmdebstrap {bare:.1} s; the stage after its bootstrap {stage:.1} s, overhead {:.0}% (fastest of {ROUNDS})",
+            100.0 * stage / bare
+        );
+        print!("{phases}");
+        rows.push((distro.clone(), bare, stage));
     }
     println!(
         "\n| recipe | bare mmdebstrap | stage after the bootstrap | overhead |\n|---|---|---|---|"
@@ -78,10 +73,42 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Seconds for the stage with its bootstrap cached (a build into a new
+/// directory), and its phase lines. A run that waited for another build's
+/// lock on the image cache is not a measurement: it is run again.
+fn stage_after_bootstrap(xtask: &str, distro: &str, dir: &Path) -> Result<(f64, String)> {
+    let out = dir.join(distro);
+    let args = [
+        "image",
+        "--distro",
+        distro,
+        "--output",
+        &out.display().to_string(),
+    ]
+    .map(String::from);
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(&out);
+        let (secs, _) = measure(xtask, &args, dir)?;
+        std::fs::remove_dir_all(&out)?;
+        let log = std::fs::read_to_string(dir.join("tool.log"))?;
+        if log.contains("waiting for another run") {
+            println!("{distro}: the stage waited for another build's lock; timing it again");
+            continue;
+        }
+        let phases: String = log
+            .lines()
+            .filter(|l| l.contains(": done in "))
+            .map(|l| format!("  {}\n", l.trim_start_matches(" INFO ").trim()))
+            .collect();
+        return Ok((secs, phases));
+    }
+    bail!("the image stage waited for another build's lock three times: run the bench on a quieter machine")
+}
+
 /// Seconds for one mmdebstrap run as the stage's bootstrap makes it. If
 /// only update suites' indexes fail (a mirror mid-sync), the stage builds
 /// from the release alone, and so does this, timing the run that worked.
-fn bare_mmdebstrap(distro: &str, dir: &std::path::Path) -> Result<f64> {
+fn bare_mmdebstrap(distro: &str, dir: &Path) -> Result<f64> {
     let bare = BareBootstrap::new(distro)?;
     let mut sources = bare.sources();
     let out = dir.join(format!("{distro}-bare.tar"));
