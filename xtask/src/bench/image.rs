@@ -88,6 +88,8 @@ fn stage_after_bootstrap(xtask: &str, distro: &str, dir: &Path) -> Result<(f64, 
     .map(String::from);
     for _ in 0..3 {
         let _ = std::fs::remove_dir_all(&out);
+        // Start when no other build holds the image cache.
+        drop(stage::lock(&stage::cache_dir().join("image"))?);
         let (secs, _) = measure(xtask, &args, dir)?;
         std::fs::remove_dir_all(&out)?;
         let log = std::fs::read_to_string(dir.join("tool.log"))?;
