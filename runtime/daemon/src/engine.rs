@@ -163,6 +163,12 @@ pub fn engine_command(
     a.push(["-accel", plan.accel.as_str()]);
     if plan.accel == Accel::Kvm {
         a.push(["-cpu", "host"]);
+    } else if settings.arch() == Arch::I386 {
+        // QEMU's default 32-bit CPU has no PSE-36, so it reports 32-bit
+        // physical addresses: a PAE kernel given RAM above 4 GiB faults on
+        // its first use of it (a reserved-bit page fault). PSE-36 makes
+        // them 36-bit, as on every PAE CPU since the Pentium III.
+        a.push(["-cpu", "qemu32,+pse36"]);
     }
     a.push([
         "-m",
@@ -690,6 +696,21 @@ mod tests {
             "a quarter of host RAM, capped for i386"
         );
         assert_eq!(values(&args, "-smp"), ["1"]);
+    }
+
+    #[test]
+    fn an_i386_guest_without_kvm_gets_36_bit_physical_addresses() {
+        let i386 = colinux_config::parse_str("kernel=k mem=6144", Path::new("/c/t.conf")).unwrap();
+        let args = engine_command(&i386, &plan(), &QmpEndpoint::Tcp(4444), "q".into())
+            .unwrap()
+            .args;
+        assert_eq!(values(&args, "-cpu"), ["qemu32,+pse36"]);
+        let x86_64 =
+            colinux_config::parse_str("kernel=k arch=x86_64", Path::new("/c/t.conf")).unwrap();
+        let args = engine_command(&x86_64, &plan(), &QmpEndpoint::Tcp(4444), "q".into())
+            .unwrap()
+            .args;
+        assert!(values(&args, "-cpu").is_empty(), "{args:?}");
     }
 
     #[test]
