@@ -244,24 +244,28 @@ fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
 }
 
 /// Builds the stock debian image once (a no-op when it is current): its
-/// cached bootstrap is what the image tests here start from.
-fn debian_bootstrap_cached() -> bool {
+/// cached bootstrap is what the image tests here start from. Holds the
+/// image tests apart, so a kill test never times a run that waits for
+/// the other test's lock. `None` where the stage cannot run (not root).
+fn debian_bootstrap_cached() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("not root: the image stage cannot run, its fault checks skipped");
-        return false;
+        return None;
     }
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     run_whole(&mut xtask(["image", "--distro", "debian"]));
-    true
+    Some(guard)
 }
 
 /// image, from its cached bootstrap (`--output` elsewhere, so every run
 /// customizes, packs, makes the filesystem and compresses).
 #[test]
 fn image_killed_anywhere_then_rerun_gives_the_same_image() {
-    if !debian_bootstrap_cached() {
+    let Some(_one_at_a_time) = debian_bootstrap_cached() else {
         return;
-    }
+    };
     let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
     let dest = t.path().join("debian");
     kill_and_rerun(
@@ -283,9 +287,9 @@ fn image_killed_anywhere_then_rerun_gives_the_same_image() {
 /// written, in one line with both numbers; what was there stays.
 #[test]
 fn image_on_a_full_disk_fails_cleanly_and_keeps_the_old_output() {
-    if !debian_bootstrap_cached() {
+    let Some(_one_at_a_time) = debian_bootstrap_cached() else {
         return;
-    }
+    };
     let t = tempfile::TempDir::new().unwrap();
     let Some(small) = Tmpfs::mount(&t.path().join("small"), 32 * MIB) else {
         return;
