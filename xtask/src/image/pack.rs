@@ -42,6 +42,9 @@ pub fn settle(tree: &Path, sde: u64) -> Result<Content> {
         blocks: 0,
         inodes: 1,
     };
+    // Hard links share one inode and its blocks (resolute's uutils
+    // coreutils is one 11 MiB file with about a hundred names).
+    let mut linked = std::collections::HashSet::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = tree.join(&rel);
@@ -51,6 +54,11 @@ pub fn settle(tree: &Path, sde: u64) -> Result<Content> {
             let entry = entry?;
             let rel = rel.join(entry.file_name());
             let meta = entry.metadata()?;
+            let first_name = meta.nlink() < 2 || meta.is_dir() || linked.insert(meta.ino());
+            if !first_name {
+                content.paths.push(rel);
+                continue;
+            }
             content.inodes += 1;
             content.blocks += match meta.file_type() {
                 t if t.is_file() => meta.len().div_ceil(BLOCK),
@@ -375,8 +383,15 @@ mod tests {
                 std::fs::write(tree.join("etc").join(name), name).unwrap();
             }
             std::os::unix::fs::symlink("a", tree.join("etc/link")).unwrap();
+            std::fs::write(tree.join("big"), vec![1u8; 40_000]).unwrap();
+            std::fs::hard_link(tree.join("big"), tree.join("etc/big")).unwrap();
             let content = settle(&tree, 1_000_000).unwrap();
-            assert_eq!(content.paths.len(), 5);
+            assert_eq!(content.paths.len(), 7);
+            assert_eq!(
+                (content.inodes, content.blocks),
+                (7, 1 + 3 + 10),
+                "the root, etc and five names of four files; a hard link counts once"
+            );
             let meta = std::fs::symlink_metadata(tree.join("etc/link")).unwrap();
             assert_eq!(meta.mtime(), 1_000_000, "symlinks themselves are settled");
             let out = t.path().join(format!("{i}.tar.gz"));
