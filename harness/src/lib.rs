@@ -359,6 +359,104 @@ pub fn qemu_direct_boot(
     (program.into(), args)
 }
 
+/// A free TCP port on the loopback interface, for a guest's port redirect.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("no free port on 127.0.0.1")
+        .port()
+}
+
+/// Logging in to a guest as root over SSH with a key made for the test,
+/// through the engine's port redirect to the guest's port 22.
+pub struct Ssh {
+    key: PathBuf,
+    port: u16,
+}
+
+impl Ssh {
+    /// A new ed25519 key pair in `dir` (`id_ed25519`, `id_ed25519.pub`),
+    /// for a guest reached on host port `port`.
+    pub fn keygen(dir: &Path, port: u16) -> Result<Ssh> {
+        let key = dir.join("id_ed25519");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "colinux-test", "-f"])
+            .arg(&key)
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "ssh-keygen".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "ssh-keygen failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))));
+        }
+        Ok(Ssh { key, port })
+    }
+
+    /// The public key, for the image's `--root-key`.
+    pub fn public_key(&self) -> PathBuf {
+        self.key.with_extension("pub")
+    }
+
+    /// Runs `command` in the guest; the guest's host key is new on every
+    /// boot, so it is neither checked nor remembered.
+    pub fn run(&self, command: &str) -> Result<std::process::Output> {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string()])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "LogLevel=ERROR"])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
+            .args(["root@127.0.0.1", command])
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "ssh".into(),
+                source,
+            })
+    }
+
+    /// Runs `command` in `guest` and returns its output; a failure quotes
+    /// ssh's error and points at the console log.
+    pub fn output(&self, guest: &Guest, command: &str) -> Result<String> {
+        let out = self.run(command)?;
+        if !out.status.success() {
+            return Err(guest.fail(format!(
+                "ssh root@127.0.0.1:{} {command:?} failed ({}): {}",
+                self.port,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Retries a login until sshd answers (it starts with the getty, and
+    /// may still be making its host keys), for at most `timeout` (scaled).
+    pub fn wait_ready(&self, guest: &Guest, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            let out = self.run("true")?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(guest.fail(format!(
+                    "no SSH login on host port {} within {:.0} s: {}",
+                    self.port,
+                    scaled(timeout).as_secs_f64(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,8 +130,8 @@ pub fn run(args: Args) -> Result<()> {
                 "--package",
                 "xtask",
                 "--test",
-                "image",
-                "the_debian_image_boots_to_login",
+                "guests",
+                "debian_trixie_i386_boots",
             ],
         )?;
     }

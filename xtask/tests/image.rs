@@ -1,14 +1,13 @@
 //! Root filesystem images, built for real by `cargo xtask image` (mmdebstrap
 //! against the Debian archive; the bootstrap and apt cache persist in
-//! target/cache/image), inspected with debugfs and e2fsck without mounting,
-//! and booted under QEMU TCG with the kernel of `cargo xtask kernel`.
+//! target/cache/image), inspected with debugfs and e2fsck without mounting.
+//! tests/guests.rs boots them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use harness::{assert_fsck_clean, qemu_direct_boot, Guest};
+use harness::assert_fsck_clean;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -382,116 +381,4 @@ fn bad_recipes_and_options_are_clear_errors() {
         "{err}"
     );
     assert!(!out.exists());
-}
-
-/// Boots an image made with a root key for this test: a login prompt on
-/// the serial console, multi-user.target, eth0 by DHCP and fresh host keys,
-/// checked over SSH through QEMU's port forward; then a clean power-off.
-#[test]
-fn the_debian_image_boots_to_login_with_network_and_host_keys() {
-    let t = tempfile::tempdir().unwrap();
-    let key = t.path().join("id_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = t.path().join("keyed");
-    debian(); // share its bootstrap rather than racing for it
-    xtask_ok(&[
-        "image",
-        "--distro",
-        "debian",
-        "--root-key",
-        key.with_extension("pub").to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    xtask_ok(&["kernel", "--arch", "i386"]);
-    let kernel = root().join("target/kernel/i386/bzImage");
-    let image = out.join("debian.ext4");
-
-    let port = free_port();
-    let (program, mut args) = qemu_direct_boot(
-        "i386",
-        &kernel,
-        None,
-        "root=/dev/cobd0 ro console=ttyS0",
-        512,
-    );
-    args.extend([
-        "-drive".to_string(),
-        format!("file={},format=raw,if=virtio", image.display()),
-        "-netdev".into(),
-        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"),
-        "-device".into(),
-        "virtio-net-pci,netdev=n0".into(),
-        "-device".into(),
-        "virtio-rng-pci".into(),
-    ]);
-    let mut guest = Guest::start("image-debian", &program, &args).unwrap();
-    // agetty prints /etc/issue ("Debian GNU/Linux 12 colinux ttyS0") and
-    // then the prompt, which has no newline to end its line.
-    guest
-        .wait_for("colinux ttyS0", Duration::from_secs(300))
-        .unwrap();
-    // The getty starts alongside the rest of multi-user.target, so the
-    // target may be reached just before or just after the prompt.
-    let reached = |l: &String| l.contains("Reached target") && l.contains("multi-user.target");
-    if !guest.transcript().iter().any(reached) {
-        guest
-            .wait_for("multi-user.target", Duration::from_secs(120))
-            .unwrap();
-    }
-
-    // The guest's host keys are new on every boot of a fresh image.
-    let ssh = |command: &str| -> Output {
-        Command::new("ssh")
-            .arg("-i")
-            .arg(&key)
-            .args(["-p", &port.to_string()])
-            .args(["-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
-            .args(["root@127.0.0.1", command])
-            .output()
-            .unwrap()
-    };
-    let run = |command: &str| -> String {
-        let out = ssh(command);
-        assert!(
-            out.status.success(),
-            "ssh {command:?}: {}; console log {}",
-            String::from_utf8_lossy(&out.stderr),
-            guest.log_path().display()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert_eq!(
-        run("systemctl is-active multi-user.target").trim(),
-        "active"
-    );
-    let eth0 = run("ip -4 -o addr show dev eth0");
-    assert!(
-        eth0.contains("inet 10.0.2.15/24") && eth0.contains("dynamic"),
-        "{eth0}"
-    );
-    let keys = run("ls /etc/ssh");
-    assert!(keys.contains("ssh_host_ed25519_key.pub"), "{keys}");
-    let machine_id = run("cat /etc/machine-id");
-    assert_eq!(machine_id.trim().len(), 32, "{machine_id:?}");
-
-    // The connection may drop as the guest goes down: only the exit counts.
-    let _ = ssh("systemctl poweroff");
-    guest.wait_exit(Duration::from_secs(120)).unwrap();
-    assert_fsck_clean(&image);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
