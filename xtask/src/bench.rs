@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: benchmarks that time our stages against the tools
 //! people use today, in the same run, and print the ratios.
 
+mod boot;
 mod convert;
 mod dist;
 mod image;
@@ -40,6 +41,9 @@ enum Which {
     /// Power the debian guest off under colinux-daemon with SIGTERM 1 s, 5 s
     /// and 10 s after its start and after its login banner; time each.
     Shutdown(shutdown::Args),
+    /// Boot each stock image to its login banner under colinux-daemon with
+    /// our kernel (no initrd) and with its distribution's kernel and initrd.
+    Boot(boot::Args),
     /// Time dist's packaging and signing with the stages up to date, the
     /// no-op dist, and (--cold) the stages' own cold builds to compare.
     Dist(dist::Args),
@@ -57,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Dist(a) => dist::run(a),
         Which::Image(a) => image::run(a),
         Which::Kill(a) => kill::run(a),
+        Which::Boot(a) => boot::run(a),
     }
 }
 
