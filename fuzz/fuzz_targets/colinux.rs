@@ -1,4 +1,5 @@
-//! The coLinux config language on arbitrary text: a config file, the file every `@include` reads, and command-line arguments, separated by NULs.
+//! The coLinux config language on arbitrary text: a config file, the file
+//! every `@include` reads, and command-line arguments, separated by NULs.
 //! The check itself is `colinux_fuzz::colinux`.
 #![no_main]
 

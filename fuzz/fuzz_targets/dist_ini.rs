@@ -1,4 +1,5 @@
-//! The installer's ini as `colinux-daemon --from-ini` reads it; what it accepts must read back as a config file.
+//! The installer's ini as `colinux-daemon --from-ini` reads it; what it
+//! accepts must read back as a config file.
 //! The check itself is `colinux_fuzz::dist_ini`.
 #![no_main]
 
