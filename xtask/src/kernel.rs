@@ -368,8 +368,10 @@ fn configure(make: &Make, work: &Path, fragments: &[PathBuf], key: &str) -> Resu
 }
 
 /// Makes the config in `scratch` and checks it; keeps it as `checked`
-/// (written whole, then renamed, in place of any config checked for other
-/// inputs).
+/// (written whole, then renamed) beside the configs checked for other
+/// inputs, the newest [`CHECKED_CONFIGS_KEPT`] of them: worktrees sharing
+/// the cache take turns with their own fragments, and must not evict each
+/// other's.
 fn check_config(
     make: &Make,
     scratch: &Path,
@@ -414,17 +416,25 @@ fn check_config(
             list.join(", ")
         );
     }
-    for entry in std::fs::read_dir(scratch)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "config") {
-            std::fs::remove_file(path)?;
-        }
-    }
     let partial = checked.with_extension("partial");
     std::fs::write(&partial, &final_text)?;
     std::fs::rename(&partial, checked)?;
+    let mut kept: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(scratch)? {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|e| e == "config") {
+            kept.push((entry.metadata()?.modified()?, entry.path()));
+        }
+    }
+    kept.sort();
+    for (_, old) in kept.iter().rev().skip(CHECKED_CONFIGS_KEPT) {
+        std::fs::remove_file(old)?;
+    }
     Ok(final_text)
 }
+
+/// How many checked configs `check_config` keeps (about 75 KiB each).
+const CHECKED_CONFIGS_KEPT: usize = 8;
 
 /// Dry-runs the series against the pristine tree, one patch after another.
 fn check_patches(pristine: &Path, patches: &[(series::Patch, PathBuf)]) -> Result<()> {
