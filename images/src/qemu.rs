@@ -106,15 +106,19 @@ pub fn virtual_size(path: &Path, driver: &str) -> Result<u64> {
         })
 }
 
+/// `qemu-img info --backing-chain` of the image, one entry per file:
+/// qemu-img prints a single object for an image without a backing file.
+fn chain_info(path: &Path, driver: &str) -> Result<Vec<serde_json::Value>> {
+    Ok(match info(path, driver, &["--backing-chain"])? {
+        serde_json::Value::Array(images) => images,
+        one => vec![one],
+    })
+}
+
 /// The bytes the image and its backing chain take on disk: no extraction
 /// writes more data than they hold, unless their clusters are compressed.
 pub fn allocated(path: &Path, driver: &str) -> Result<u64> {
-    let chain = info(path, driver, &["--backing-chain"])?;
-    let images = match &chain {
-        serde_json::Value::Array(images) => images.as_slice(),
-        one => std::slice::from_ref(one),
-    };
-    Ok(images
+    Ok(chain_info(path, driver)?
         .iter()
         .filter_map(|i| i["actual-size"].as_u64())
         .sum())
@@ -124,12 +128,7 @@ pub fn allocated(path: &Path, driver: &str) -> Result<u64> {
 /// resolves them. A backing file given as a `json:{…}` specification names
 /// no single file and is left out.
 pub fn backing_chain(path: &Path, driver: &str) -> Result<Vec<PathBuf>> {
-    let chain = info(path, driver, &["--backing-chain"])?;
-    let images = match &chain {
-        serde_json::Value::Array(images) => images.as_slice(),
-        one => std::slice::from_ref(one),
-    };
-    Ok(images
+    Ok(chain_info(path, driver)?
         .iter()
         .filter_map(|image| image["filename"].as_str())
         .filter(|name| !name.starts_with("json:"))

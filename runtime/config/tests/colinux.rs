@@ -8,21 +8,8 @@ use colinux_config::{
     MacAddr, NetKind, Parity, Parser, Place, PortRedirect, Protocol, Settings, MAX_KERNEL_CMDLINE,
 };
 
-const FILE: &str = "/etc/colinux/my.conf";
-
-fn parse(text: &str) -> Settings {
-    parse_str(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"))
-}
-
-/// The one-line message of the error `text` gives.
-fn error(text: &str) -> String {
-    let message = match parse_str(text, Path::new(FILE)) {
-        Ok(_) => panic!("{text:?} should fail"),
-        Err(e) => e.to_string(),
-    };
-    assert!(!message.contains('\n'), "one line: {message}");
-    message
-}
+mod common;
+use common::{error, parse, FILE};
 
 /// Parses command-line arguments without a filesystem.
 fn args(args: &[&str]) -> Result<Settings, String> {

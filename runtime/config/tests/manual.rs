@@ -9,20 +9,8 @@ use std::path::Path;
 
 use colinux_config::{parse_args, parse_str, Color, ModemLine, ScsiKind, Settings};
 
-const FILE: &str = "/etc/colinux/old.conf";
-
-fn parse(text: &str) -> Settings {
-    parse_str(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"))
-}
-
-fn error(text: &str) -> String {
-    let message = match parse_str(text, Path::new(FILE)) {
-        Ok(_) => panic!("{text:?} should fail"),
-        Err(e) => e.to_string(),
-    };
-    assert!(!message.contains('\n'), "one line: {message}");
-    message
-}
+mod common;
+use common::{error, parse, FILE};
 
 #[test]
 fn scsi_disks_and_cdroms() {
@@ -49,20 +37,20 @@ fn scsi_disks_and_cdroms() {
 fn scsi_errors() {
     assert_eq!(
         error("scsi0=a.img\nscsi0=disk,a.img\nscsi0=disk,b.img"),
-        "/etc/colinux/old.conf:1: scsi0=a.img: bad SCSI device type \"a.img\": expected disk or cdrom"
+        "/etc/colinux/my.conf:1: scsi0=a.img: bad SCSI device type \"a.img\": expected disk or cdrom"
     );
     assert_eq!(
         error("scsi0=disk,a.img\nscsi0=disk,b.img"),
-        "/etc/colinux/old.conf:2: scsi0=disk,b.img: scsi0 is already defined at \
-         /etc/colinux/old.conf:1: scsi0=disk,a.img"
+        "/etc/colinux/my.conf:2: scsi0=disk,b.img: scsi0 is already defined at \
+         /etc/colinux/my.conf:1: scsi0=disk,a.img"
     );
     assert_eq!(
         error("scsi32=disk,a.img"),
-        "/etc/colinux/old.conf:1: scsi32=disk,a.img: index out of range: scsi takes scsi0 to scsi31"
+        "/etc/colinux/my.conf:1: scsi32=disk,a.img: index out of range: scsi takes scsi0 to scsi31"
     );
     assert_eq!(
         error("scsi1=cdrom,c.iso,650"),
-        "/etc/colinux/old.conf:1: scsi1=cdrom,c.iso,650: bad CD-ROM size \"650\": \
+        "/etc/colinux/my.conf:1: scsi1=cdrom,c.iso,650: bad CD-ROM size \"650\": \
          expected none: a CD-ROM image is read, never created"
     );
     assert!(error("scsi2=changer,/dev/sch0,4").contains("no portable equivalent"));
@@ -85,7 +73,7 @@ fn console_appearance_keys_last_one_wins() {
     assert_eq!(s.cocon.expect("cocon").value.rows, 30);
     assert_eq!(
         error("cursor=half"),
-        "/etc/colinux/old.conf:1: cursor=half: bad cursor size \"half\": expected a percentage from 0 to 100"
+        "/etc/colinux/my.conf:1: cursor=half: bad cursor size \"half\": expected a percentage from 0 to 100"
     );
     assert!(error("color=black,black").contains("two different colours"));
 }
@@ -121,7 +109,7 @@ fn serial_ports_in_full_mode_syntax() {
     );
     assert_eq!(
         error("ttys0=COM0"),
-        "/etc/colinux/old.conf:1: ttys0=COM0: bad serial device \"COM0\": expected a device \
+        "/etc/colinux/my.conf:1: ttys0=COM0: bad serial device \"COM0\": expected a device \
          such as /dev/ttyS0 or COM1 (COM ports count from 1, without leading zeros)"
     );
     assert!(error("ttys1=com01").contains("bad serial device \"com01\""));
@@ -132,17 +120,17 @@ fn serial_ports_in_full_mode_syntax() {
 fn botched_keys_are_errors_with_their_place() {
     assert_eq!(
         error("kernel=vmlinux\ncobd12x=disk.img\n"),
-        "/etc/colinux/old.conf:2: cobd12x=disk.img: `cobd12x` looks like a coLinux key \
+        "/etc/colinux/my.conf:2: cobd12x=disk.img: `cobd12x` looks like a coLinux key \
          but is not one: write cobd0 to cobd31"
     );
     assert_eq!(
         error("ethX=slirp"),
-        "/etc/colinux/old.conf:1: ethX=slirp: `ethX` looks like a coLinux key but is not one: \
+        "/etc/colinux/my.conf:1: ethX=slirp: `ethX` looks like a coLinux key but is not one: \
          write eth0 to eth15"
     );
     assert_eq!(
         error("Cobd0=root.img"),
-        "/etc/colinux/old.conf:1: Cobd0=root.img: keys are lower case: write `cobd0`"
+        "/etc/colinux/my.conf:1: Cobd0=root.img: keys are lower case: write `cobd0`"
     );
     let message = parse_args(["kernel=k", "ttys-1=COM1"], Path::new("/home/u"))
         .unwrap_err()
