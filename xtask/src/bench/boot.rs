@@ -42,6 +42,8 @@ struct Stock {
     /// The distribution's kernel package, and the Debian architecture and
     /// daemon `arch=` it runs on.
     package: &'static str,
+    /// Packages the kernel needs to make an initrd but does not pull in.
+    also: &'static [&'static str],
     package_arch: &'static str,
     theirs: &'static str,
 }
@@ -53,6 +55,7 @@ const STOCK: [Stock; 3] = [
         name: "debian",
         ours: "i386",
         package: "linux-image-amd64",
+        also: &[],
         package_arch: "amd64",
         theirs: "x86_64",
     },
@@ -60,14 +63,18 @@ const STOCK: [Stock; 3] = [
         name: "debian-bookworm",
         ours: "i386",
         package: "linux-image-686-pae",
+        also: &[],
         package_arch: "i386",
         theirs: "i386",
     },
     // The "virtual" flavour: the generic kernel without firmware packages.
+    // Ubuntu's kernel only recommends an initramfs generator, and images
+    // are built without Recommends, so the bench recipe names one.
     Stock {
         name: "ubuntu",
         ours: "x86_64",
         package: "linux-image-virtual",
+        also: &["initramfs-tools"],
         package_arch: "amd64",
         theirs: "x86_64",
     },
@@ -191,8 +198,15 @@ fn distribution_kernel(s: &Stock, dir: &Path) -> Result<(PathBuf, PathBuf)> {
         &recipe,
         format!(
             "# cargo xtask bench boot: the stock {} image with its distribution's kernel.\n\
-             extends = \"{}\"\narch = \"{}\"\npackages = [\"{}\"]\n",
-            s.name, s.name, s.package_arch, s.package
+             extends = \"{}\"\narch = \"{}\"\npackages = [{}]\n",
+            s.name,
+            s.name,
+            s.package_arch,
+            std::iter::once(s.package)
+                .chain(s.also.iter().copied())
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )?;
     let out = dir.join(&name);
