@@ -68,7 +68,30 @@ pub fn scaled(base: Duration) -> Duration {
 pub fn log_dir() -> PathBuf {
     std::env::var_os("COLINUX_TEST_LOGS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs"))
+        .unwrap_or_else(|| workspace_root().join("target/test-logs"))
+}
+
+/// The workspace root: where the pipeline's stages publish (`target/…`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `cargo xtask ARGS` from the workspace root, for tests outside the
+/// xtask crate that need a stage's outputs (a kernel, an image); panics
+/// with its stderr if it fails.
+pub fn xtask_ok(args: &[&str]) {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo xtask {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A running guest.

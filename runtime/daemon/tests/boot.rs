@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::{assert_fsck_clean, scaled, Guest};
+use harness::{assert_fsck_clean, free_port, scaled, workspace_root, xtask_ok, Guest};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_colinux-daemon");
 const CONSOLE: &str = env!("CARGO_BIN_EXE_colinux-console");
@@ -29,34 +29,15 @@ const CONSOLE: &str = env!("CARGO_BIN_EXE_colinux-console");
 const BOOT: Duration = Duration::from_secs(240);
 const POWER_OFF: Duration = Duration::from_secs(120);
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The kernel and the stock debian image, built (or found up to date) once.
 fn artifacts() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for args in [
-            &["kernel", "--arch", "i386"][..],
-            &["image", "--distro", "debian"],
-        ] {
-            let out = Command::new(env!("CARGO"))
-                .current_dir(root())
-                .args(["run", "--quiet", "--package", "xtask", "--"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "cargo xtask {} failed:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        xtask_ok(&["kernel", "--arch", "i386"]);
+        xtask_ok(&["image", "--distro", "debian"]);
         (
-            root().join("target/kernel/i386/bzImage"),
-            root().join("target/images/debian/debian.ext4"),
+            workspace_root().join("target/kernel/i386/bzImage"),
+            workspace_root().join("target/images/debian/debian.ext4"),
         )
     })
 }
@@ -173,14 +154,6 @@ impl GuestDir {
         all.push(format!("@{}", self.path("test.conf").display()));
         Guest::start(log_name, DAEMON, &all).unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Reads the guest's SSH banner through the slirp redirect, retrying while

@@ -5,32 +5,17 @@
 //! a few seconds instead of a whole system start.
 #![cfg(target_os = "linux")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::Guest;
+use harness::{workspace_root, xtask_ok, Guest};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_colinux-daemon");
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The kernel, built (or found up to date).
 fn kernel() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(["kernel", "--arch", "i386"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo xtask kernel failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    root().join("target/kernel/i386/bzImage")
+    xtask_ok(&["kernel", "--arch", "i386"]);
+    workspace_root().join("target/kernel/i386/bzImage")
 }
 
 #[test]
