@@ -172,20 +172,12 @@ pub fn run(args: Args) -> Result<()> {
 /// The stages run as they would from the command line, each with its own
 /// progress and no-op check.
 fn run_stages() -> Result<()> {
-    let xtask = std::env::current_exe()?;
     let mut done: Vec<&[&str]> = Vec::new();
     for (stage_args, _) in STAGES {
-        if done.contains(stage_args) {
-            continue;
+        if !done.contains(stage_args) {
+            stage::run_xtask(stage_args)?;
+            done.push(stage_args);
         }
-        let status = Command::new(&xtask)
-            .args(*stage_args)
-            .status()
-            .with_context(|| format!("cannot run {}", xtask.display()))?;
-        if !status.success() {
-            bail!("cargo xtask {} failed ({status})", stage_args.join(" "));
-        }
-        done.push(stage_args);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! into the library crates, where the logic lives.
 
 mod bench;
+mod cluster;
 mod convert;
 mod dist;
 mod fuzz;
@@ -44,6 +45,7 @@ enum Stage {
     Image(image::Args),
     Runtime(runtime::Args),
     Dist(dist::Args),
+    Cluster(cluster::Args),
     Initramfs(initramfs::Args),
     Bench(bench::Args),
     Fuzz(fuzz::Args),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Stage::Image(args) => image::run(args),
         Stage::Runtime(args) => runtime::run(args),
         Stage::Dist(args) => dist::run(args),
+        Stage::Cluster(args) => cluster::run(args),
         Stage::Initramfs(args) => initramfs::run(args),
         Stage::Bench(args) => bench::run(args),
         Stage::Fuzz(args) => fuzz::run(args),

@@ -133,6 +133,15 @@ pub const NEEDS: &[Needs] = &[
         rustup_targets: &[],
     },
     Needs {
+        stage: "cluster",
+        apt: &[(
+            "iproute2",
+            "the cluster's network namespace and bridge; the daemon's taps on it",
+        )],
+        programs: &["ip"],
+        rustup_targets: &[],
+    },
+    Needs {
         stage: "runtime",
         apt: &[
             (
@@ -210,6 +219,10 @@ pub const NEEDS: &[Needs] = &[
 pub const NOT_NEEDED: &[(&str, &str)] = &[
     ("build-essential", "the kernel row lists what it uses of it"),
     ("rsync", "only the kernel's headers_install uses it"),
+    (
+        "libatm1",
+        "ip's ATM support; the cluster's links are bridges and taps",
+    ),
     (
         "linux-config-6.1",
         "our config is tinyconfig plus our fragments",

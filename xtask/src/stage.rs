@@ -139,6 +139,20 @@ pub fn tool_version(program: &str) -> String {
 }
 
 /// Whether this process runs as root (installs, chroots, mounts).
+/// Runs another stage as `cargo xtask ARGS…` would, with its own progress
+/// and no-op check.
+pub fn run_xtask(args: &[&str]) -> Result<()> {
+    let xtask = std::env::current_exe()?;
+    let status = Command::new(&xtask)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", xtask.display()))?;
+    if !status.success() {
+        bail!("cargo xtask {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
