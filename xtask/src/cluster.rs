@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     for stage_args in [
         &["kernel", "--arch", "i386"][..],
-        &["runtime", "--target", "linux"],
+        &["runtime", "--target", "x86_64-unknown-linux-gnu"],
         &["image", "--recipe", "recipes/comosix-node.toml"],
         &["image", "--recipe", "recipes/comosix-head.toml"],
     ] {
