@@ -2,6 +2,7 @@
 //! people use today, in the same run, and print the ratios.
 
 mod boot;
+mod cluster;
 mod convert;
 mod dist;
 mod image;
@@ -50,6 +51,9 @@ enum Which {
     /// Kill each stage with SIGKILL at many points of its run and check the
     /// rerun (the full sweep of xtask/tests/faults.rs).
     Kill(kill::Args),
+    /// Boot a head and a node, time them to joined and to the first job;
+    /// then one node over NFS against one from a local cobd; head memory.
+    Cluster(cluster::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Image(a) => image::run(a),
         Which::Kill(a) => kill::run(a),
         Which::Boot(a) => boot::run(a),
+        Which::Cluster(a) => cluster::run(a),
     }
 }
 

@@ -78,80 +78,30 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(240);
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(150);
 
 pub fn run(args: Args) -> Result<()> {
-    if !stage::is_root() {
-        bail!("cargo xtask cluster needs root (a network namespace, a bridge and taps)");
-    }
     let dir = stage::root().join(&args.dir);
-    let _lock = stage::lock(&dir)?;
+    let _lock = lock(&dir)?;
     if args.down {
         return down(&dir);
     }
     let started = Instant::now();
-    for stage_args in [
-        &["kernel", "--arch", "i386"][..],
-        &["runtime", "--target", "x86_64-unknown-linux-gnu"],
-        &["image", "--recipe", "recipes/comosix-node.toml"],
-        &["image", "--recipe", "recipes/comosix-head.toml"],
-    ] {
-        stage::run_xtask(stage_args)?;
-    }
-    let plan = Plan::new(&dir, args.nodes)?;
-    stop_leftovers(&dir)?;
-    plan.prepare()?;
-    let net = Namespace::create()?;
-
-    tracing::info!("booting the head, {}", plan.head.hostname);
-    let mut head = plan.start(&plan.head)?;
-    head.wait_for(&plan.head.banner(), BOOT_TIMEOUT)?;
-    let ssh = plan.ssh();
-    ssh.wait_ready(&head)?;
-    tracing::info!(
-        "the head is up after {:.0} s; booting {} node(s) from its NFS export",
-        started.elapsed().as_secs_f64(),
-        plan.nodes.len()
-    );
-    let mut nodes = Vec::new();
-    for node in &plan.nodes {
-        nodes.push(plan.start(node)?);
-    }
-    let names: Vec<&str> = plan.nodes.iter().map(|n| n.hostname.as_str()).collect();
-    wait_joined(&ssh, &head, &names)?;
-    tracing::info!(
-        "{} node(s) joined Slurm after {:.0} s",
-        names.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let answer = ssh.output(&head, &format!("srun -N {} hostname | sort", names.len()))?;
+    let mut cluster = Cluster::up(&dir, args.nodes)?;
+    let names = cluster.node_names();
+    let answer = cluster.srun_hostname(&names)?;
     println!("$ srun -N {} hostname", names.len());
     print!("{answer}");
-    check_answer(&answer, &names)?;
-
     if args.fail_node {
-        let (gone, rest) = names.split_last().expect("at least one node");
-        let mut victim = nodes.pop().expect("at least one node");
-        fail_node(&ssh, &head, &mut victim, gone, rest)?;
+        cluster.fail_last_node()?;
     }
     if args.keep {
-        net.keep();
-        std::mem::forget(head);
-        nodes.into_iter().for_each(std::mem::forget);
         println!(
             "The cluster is running. Reach the head with:\n  ip netns exec {NETNS} ssh -i {} -o UserKnownHostsFile={} root@{HEAD}\nStop it with: cargo xtask cluster --down",
-            plan.root_key.display(),
-            plan.known_hosts.display()
+            cluster.plan.root_key.display(),
+            cluster.plan.known_hosts.display()
         );
+        cluster.keep();
         return Ok(());
     }
-    for node in nodes.iter_mut() {
-        node.signal_power_off();
-    }
-    for node in nodes.iter_mut() {
-        node.wait_powered_off()?;
-    }
-    head.signal_power_off();
-    head.wait_powered_off()?;
-    drop(net);
-    plan.check_disks()?;
+    cluster.power_off()?;
     tracing::info!(
         "the cluster powered off cleanly; {:.0} s in all",
         started.elapsed().as_secs_f64()
@@ -159,26 +109,276 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Needs root; one cluster per directory at a time.
+pub fn lock(dir: &Path) -> Result<File> {
+    if !stage::is_root() {
+        bail!("cargo xtask cluster needs root (a network namespace, a bridge and taps)");
+    }
+    stage::lock(dir)
+}
+
+/// A booted cluster: the head up and every node joined to Slurm.
+pub struct Cluster {
+    pub plan: Plan,
+    // Dropped after the guests (fields drop in order): a failed run powers
+    // them off, then removes the namespace.
+    head: Member,
+    nodes: Vec<Member>,
+    net: Namespace,
+    ssh: Ssh,
+    /// From the start of the boot: the head's SSH login answered.
+    pub head_up: Duration,
+    /// From the start of the boot: every node idle in Slurm.
+    pub joined: Duration,
+}
+
+impl Cluster {
+    /// Builds what is missing, prepares disks, keys and configs, and boots
+    /// the head and then `nodes` nodes.
+    pub fn up(dir: &Path, nodes: u8) -> Result<Cluster> {
+        for stage_args in [
+            &["kernel", "--arch", "i386"][..],
+            &["runtime", "--target", "x86_64-unknown-linux-gnu"],
+            &["image", "--recipe", "recipes/comosix-node.toml"],
+            &["image", "--recipe", "recipes/comosix-head.toml"],
+        ] {
+            stage::run_xtask(stage_args)?;
+        }
+        let plan = Plan::new(dir, nodes);
+        stop_leftovers(dir)?;
+        plan.prepare()?;
+        let net = Namespace::create()?;
+
+        let started = Instant::now();
+        tracing::info!("booting the head, {}", plan.head.hostname());
+        let mut head = plan.start(&plan.head)?;
+        head.wait_for(&plan.head.banner(), BOOT_TIMEOUT)?;
+        let ssh = plan.ssh();
+        ssh.wait_ready(&head)?;
+        let head_up = started.elapsed();
+        tracing::info!(
+            "the head is up after {:.0} s; booting {} node(s) from its NFS export",
+            head_up.as_secs_f64(),
+            plan.nodes.len()
+        );
+        let nodes = plan
+            .nodes
+            .iter()
+            .map(|node| plan.start(node))
+            .collect::<Result<Vec<_>>>()?;
+        let mut cluster = Cluster {
+            plan,
+            head,
+            nodes,
+            net,
+            ssh,
+            head_up,
+            joined: Duration::ZERO,
+        };
+        let names = cluster.node_names();
+        cluster.wait_joined(&names)?;
+        cluster.joined = started.elapsed();
+        tracing::info!(
+            "{} node(s) joined Slurm after {:.0} s",
+            names.len(),
+            cluster.joined.as_secs_f64()
+        );
+        Ok(cluster)
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.plan.nodes.iter().map(Guest::hostname).collect()
+    }
+
+    /// Boots one more node (number `i`) and times it from its start to its
+    /// login banner and to idle in Slurm.
+    pub fn boot_node(&mut self, i: u8, root: NodeRoot) -> Result<(Duration, Duration)> {
+        let local = matches!(root, NodeRoot::Local);
+        let guest = self.plan.node(i, root);
+        if local {
+            self.plan.copy_image(
+                "comosix-node",
+                &self.plan.disk(&format!("node-pc{i}-local")),
+            )?;
+        }
+        self.plan.prepare_guest(&guest)?;
+        let started = Instant::now();
+        let mut member = self.plan.start(&guest)?;
+        member.wait_for(&guest.banner(), BOOT_TIMEOUT)?;
+        let banner = started.elapsed();
+        let name = guest.hostname();
+        self.nodes.push(member);
+        self.plan.nodes.push(guest);
+        self.wait_joined(&[name])?;
+        Ok((banner, started.elapsed()))
+    }
+
+    /// Runs a command on the head as root.
+    pub fn on_head(&self, command: &str) -> Result<String> {
+        self.ssh.output(&self.head, command)
+    }
+
+    /// `srun -N <names> hostname`, checked to name each node once.
+    pub fn srun_hostname(&self, names: &[String]) -> Result<String> {
+        let answer = self.on_head(&format!(
+            "timeout 300 srun -N {} hostname | sort",
+            names.len()
+        ))?;
+        check_answer(&answer, names)?;
+        Ok(answer)
+    }
+
+    /// The head engine's resident memory, in KiB.
+    pub fn head_engine_rss_kib(&self) -> Result<u64> {
+        engine_rss_kib(self.head.child.id())
+    }
+
+    /// Polls `ready` every 3 s for at most `timeout` (scaled).
+    fn poll(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ready: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
+        poll(&self.head, what, timeout, ready)
+    }
+
+    /// Each node's state as the controller sees it (`sinfo -N`).
+    fn node_states(&self) -> Result<Vec<(String, String)>> {
+        let out = self.on_head("sinfo -h -N -o '%N %T'")?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, s)| (n.to_string(), s.trim().to_string()))
+            .collect())
+    }
+
+    fn wait_joined(&self, names: &[String]) -> Result<()> {
+        let mut last = Vec::new();
+        let result = self.poll("every node idle in Slurm", JOIN_TIMEOUT, || {
+            last = self.node_states()?;
+            Ok(names.iter().all(|n| {
+                last.iter()
+                    .any(|(name, state)| name == n && state == "idle")
+            }))
+        });
+        result.with_context(|| format!("sinfo said: {last:?}"))
+    }
+
+    /// Powers the last node off while a job runs on every node, waits
+    /// until Slurm marks it down, and runs a job on the rest.
+    pub fn fail_last_node(&mut self) -> Result<()> {
+        let mut names = self.node_names();
+        let gone = names.pop().expect("at least one node");
+        let all = names.len() + 1;
+        let job = self.on_head(&format!(
+            "sbatch --parsable -N {all} -o /dev/null --wrap 'srun sleep 600'"
+        ))?;
+        let job = job.trim().to_string();
+        self.poll("the long job running", JOIN_TIMEOUT, || {
+            Ok(self.on_head(&format!("squeue -h -j {job} -o %T"))?.trim() == "RUNNING")
+        })?;
+        tracing::info!("job {job} runs on {all} node(s); powering {gone} off in its middle");
+        let asked = Instant::now();
+        let mut victim = self.nodes.pop().expect("at least one node");
+        self.plan.nodes.pop();
+        victim.signal_power_off();
+        victim.wait_powered_off()?;
+        let mut state = String::new();
+        self.poll(&format!("Slurm marking {gone} down"), DOWN_TIMEOUT, || {
+            state = self
+                .on_head(&format!("sinfo -h -N -n {gone} -o %T"))?
+                .trim()
+                .to_string();
+            Ok(state.starts_with("down") || state.starts_with("fail"))
+        })?;
+        println!(
+            "{gone} powered off in the middle of job {job}: Slurm marked it {state} {:.0} s later",
+            asked.elapsed().as_secs_f64()
+        );
+        if !names.is_empty() {
+            let answer = self.srun_hostname(&names)?;
+            println!(
+                "$ srun -N {} hostname   # after {gone} went down",
+                names.len()
+            );
+            print!("{answer}");
+        }
+        Ok(())
+    }
+
+    /// Leaves the guests and the namespace running past this command.
+    pub fn keep(self) {
+        let Cluster {
+            head, nodes, net, ..
+        } = self;
+        std::mem::forget(head);
+        nodes.into_iter().for_each(std::mem::forget);
+        net.keep();
+    }
+
+    /// Powers the nodes, then the head off (each must exit with code 0),
+    /// removes the namespace and checks every disk with `e2fsck -fn`.
+    pub fn power_off(self) -> Result<()> {
+        let Cluster {
+            plan,
+            mut head,
+            mut nodes,
+            net,
+            ..
+        } = self;
+        for node in nodes.iter_mut() {
+            node.signal_power_off();
+        }
+        for node in nodes.iter_mut() {
+            node.wait_powered_off()?;
+        }
+        head.signal_power_off();
+        head.wait_powered_off()?;
+        drop(net);
+        plan.check_disks()
+    }
+}
+
 /// One guest of the cluster.
-struct Guest {
+pub struct Guest {
+    /// The daemon's --name.
     name: String,
-    hostname: String,
-    ini: PathBuf,
+    /// `[cluster] role`.
+    role: &'static str,
+    /// `[cluster] hostname_prefix` and `host_name`: as on a lab PC.
+    prefix: &'static str,
+    host: String,
+    /// The ini's sections besides `[cluster]`.
+    sections: String,
     /// Config tokens for the daemon's command line besides the ini.
     tokens: Vec<String>,
 }
 
 impl Guest {
+    pub fn hostname(&self) -> String {
+        format!("{}{}", self.prefix, self.host)
+    }
+
     /// The getty's banner on the console: the guest is up.
     fn banner(&self) -> String {
-        format!("{} ttyS0", self.hostname)
+        format!("{} ttyS0", self.hostname())
     }
 }
 
+/// Where a node's root filesystem comes from.
+pub enum NodeRoot {
+    /// The head's read-only NFS export: what coMosix nodes do.
+    Nfs,
+    /// A copy of the node image as its own cobd0 (the bench's baseline).
+    Local,
+}
+
 /// The cluster's files, all under one directory.
-struct Plan {
+pub struct Plan {
     dir: PathBuf,
     daemon: PathBuf,
+    kernel: PathBuf,
     head: Guest,
     nodes: Vec<Guest>,
     root_key: PathBuf,
@@ -186,122 +386,151 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(dir: &Path, nodes: u8) -> Result<Plan> {
+    fn new(dir: &Path, nodes: u8) -> Plan {
         let root = stage::root();
-        let kernel = root.join("target/kernel/i386/bzImage");
-        let daemon = root.join("target/runtime/x86_64-unknown-linux-gnu/colinux-daemon");
-        let mac = |n: u8| format!("02:c0:00:00:00:{n:02x}");
-        let tokens = |n: u8, extra: &[&str]| {
-            let mut t = vec![
-                format!("kernel={}", kernel.display()),
-                format!("eth0=pcap-bridge,{BRIDGE},{}", mac(n)),
-            ];
-            t.extend(extra.iter().map(|s| s.to_string()));
-            t
-        };
-        let head = Guest {
-            name: "comosix-head".into(),
-            hostname: format!("{HEAD_PREFIX}{HEAD_HOST}"),
-            ini: dir.join("conf/head.ini"),
-            tokens: tokens(1, &["root=/dev/cobd0", "ro"]),
-        };
-        let nodes = (1..=nodes)
-            .map(|i| Guest {
-                name: format!("comosix-node-{i}"),
-                hostname: format!("{NODE_PREFIX}pc{i}"),
-                ini: dir.join(format!("conf/node-{i}.ini")),
-                tokens: tokens(i + 1, &["ro"]),
-            })
-            .collect();
-        Ok(Plan {
+        let mut plan = Plan {
             dir: dir.to_path_buf(),
-            daemon,
-            head,
-            nodes,
+            daemon: root.join("target/runtime/x86_64-unknown-linux-gnu/colinux-daemon"),
+            kernel: root.join("target/kernel/i386/bzImage"),
+            head: Guest {
+                name: "comosix-head".into(),
+                role: "head",
+                prefix: HEAD_PREFIX,
+                host: HEAD_HOST.into(),
+                sections: String::new(),
+                tokens: Vec::new(),
+            },
+            nodes: Vec::new(),
             root_key: dir.join("keys/id_ed25519"),
             known_hosts: dir.join("keys/known_hosts"),
-        })
+        };
+        plan.head.sections = format!(
+            "[comosix]\nmemory_size = {HEAD_MEM_MB}\n[cobd]\npath_0 = {}\npath_1 = {}\n",
+            plan.disk("comosix-head").display(),
+            plan.disk("comosix-node").display(),
+        );
+        plan.head.tokens = plan.tokens(1, &["root=/dev/cobd0", "ro"]);
+        plan.nodes = (1..=nodes).map(|i| plan.node(i, NodeRoot::Nfs)).collect();
+        plan
     }
 
-    fn disk(&self, image: &str) -> PathBuf {
-        self.dir.join("disks").join(format!("{image}.ext4"))
+    /// Node `i`: `node-pc<i>`, as if on lab PC pc<i>.
+    fn node(&self, i: u8, root: NodeRoot) -> Guest {
+        let mut sections = format!("[comosix]\nmemory_size = {NODE_MEM_MB}\n");
+        let tokens = match root {
+            NodeRoot::Nfs => {
+                sections.push_str(&format!(
+                    "[NFS]\nserver = {HEAD}\npath = /srv/comosix/node\noptions = vers=3,tcp,nolock\n"
+                ));
+                self.tokens(i + 1, &["ro"])
+            }
+            NodeRoot::Local => {
+                let disk = self.disk(&format!("node-pc{i}-local"));
+                sections.push_str(&format!("[cobd]\npath_0 = {}\n", disk.display()));
+                self.tokens(i + 1, &["root=/dev/cobd0", "ro"])
+            }
+        };
+        Guest {
+            name: format!("comosix-node-{i}"),
+            role: "node",
+            prefix: NODE_PREFIX,
+            host: format!("pc{i}"),
+            sections,
+            tokens,
+        }
+    }
+
+    /// The kernel and the guest's tap on the cluster bridge, with MAC
+    /// 02:c0:00:00:00:<n>.
+    fn tokens(&self, n: u8, extra: &[&str]) -> Vec<String> {
+        let mut tokens = vec![
+            format!("kernel={}", self.kernel.display()),
+            format!("eth0=pcap-bridge,{BRIDGE},02:c0:00:00:00:{n:02x}"),
+        ];
+        tokens.extend(extra.iter().map(|s| s.to_string()));
+        tokens
+    }
+
+    fn disk(&self, name: &str) -> PathBuf {
+        self.dir.join("disks").join(format!("{name}.ext4"))
+    }
+
+    fn keys(&self) -> PathBuf {
+        self.dir.join("keys")
     }
 
     fn host_key(&self, guest: &Guest) -> PathBuf {
-        self.dir
-            .join("keys")
-            .join(&guest.hostname)
+        self.keys()
+            .join(guest.hostname())
             .join("ssh_host_ed25519_key")
     }
 
-    /// Fresh copies of the images, the keys (made once, then kept), and
-    /// each guest's ini.
+    fn ini(&self, guest: &Guest) -> PathBuf {
+        self.dir.join("conf").join(format!("{}.ini", guest.name))
+    }
+
+    /// Fresh copies of the images, the cluster's keys (made once, then
+    /// kept), and each guest's ini.
     fn prepare(&self) -> Result<()> {
-        let images = stage::root().join("target/images");
-        std::fs::create_dir_all(self.dir.join("disks"))?;
-        for image in ["comosix-head", "comosix-node"] {
-            let from = images.join(image).join(format!("{image}.ext4"));
-            let status = Command::new("cp")
-                .args(["--reflink=auto", "--sparse=always"])
-                .arg(&from)
-                .arg(self.disk(image))
-                .status()?;
-            if !status.success() {
-                bail!("cannot copy {} ({status})", from.display());
-            }
+        for dir in ["disks", "keys", "conf", "logs"] {
+            std::fs::create_dir_all(self.dir.join(dir))?;
         }
-        let keys = self.dir.join("keys");
-        std::fs::create_dir_all(&keys)?;
-        let munge = keys.join("munge.key");
+        for image in ["comosix-head", "comosix-node"] {
+            self.copy_image(image, &self.disk(image))?;
+        }
+        let munge = self.keys().join("munge.key");
         if !munge.exists() {
             let mut key = vec![0u8; 1024];
             File::open("/dev/urandom")?.read_exact(&mut key)?;
             write_private(&munge, &key)?;
         }
         keygen(&self.root_key, "root@comosix-demo")?;
-        let mut known = String::new();
         for guest in std::iter::once(&self.head).chain(&self.nodes) {
-            let key = self.host_key(guest);
-            keygen(&key, &guest.hostname)?;
-            if guest.name == self.head.name {
-                let public = std::fs::read_to_string(key.with_extension("pub"))?;
-                known.push_str(&format!("{HEAD} {}", public.trim_end()));
-                known.push('\n');
-            }
+            self.prepare_guest(guest)?;
         }
-        std::fs::write(&self.known_hosts, known)?;
-
-        std::fs::create_dir_all(self.dir.join("conf"))?;
-        std::fs::create_dir_all(self.dir.join("logs"))?;
-        let cluster = |guest: &Guest, role: &str, prefix: &str, host: &str| {
-            format!(
-                "[cluster]\nrole = {role}\nhostname_prefix = {prefix}\nhost_name = {host}\n\
-                 head = {HEAD}\nnetwork = {NETWORK}\nmunge_key = {}\nssh_host_key = {}\nroot_key = {}\n",
-                munge.display(),
-                self.host_key(guest).display(),
-                self.root_key.with_extension("pub").display()
-            )
-        };
+        let head_key = std::fs::read_to_string(self.host_key(&self.head).with_extension("pub"))?;
         std::fs::write(
-            &self.head.ini,
-            format!(
-                "; the coMosix head (cargo xtask cluster)\n[comosix]\nmemory_size = {HEAD_MEM_MB}\n\
-                 [cobd]\npath_0 = {}\npath_1 = {}\n{}",
-                self.disk("comosix-head").display(),
-                self.disk("comosix-node").display(),
-                cluster(&self.head, "head", HEAD_PREFIX, HEAD_HOST)
-            ),
+            &self.known_hosts,
+            format!("{HEAD} {}\n", head_key.trim_end()),
         )?;
-        for (i, node) in self.nodes.iter().enumerate() {
-            std::fs::write(
-                &node.ini,
-                format!(
-                    "; a coMosix node (cargo xtask cluster)\n[comosix]\nmemory_size = {NODE_MEM_MB}\n\
-                     [NFS]\nserver = {HEAD}\npath = /srv/comosix/node\noptions = vers=3,tcp,nolock\n{}",
-                    cluster(node, "node", NODE_PREFIX, &format!("pc{}", i + 1))
-                ),
-            )?;
+        Ok(())
+    }
+
+    /// A fresh sparse copy of a published image.
+    fn copy_image(&self, image: &str, to: &Path) -> Result<()> {
+        let from = stage::root()
+            .join("target/images")
+            .join(image)
+            .join(format!("{image}.ext4"));
+        let status = Command::new("cp")
+            .args(["--reflink=auto", "--sparse=always"])
+            .arg(&from)
+            .arg(to)
+            .status()?;
+        if !status.success() {
+            bail!("cannot copy {} ({status})", from.display());
         }
+        Ok(())
+    }
+
+    /// The guest's SSH host key (made once, then kept) and its ini.
+    fn prepare_guest(&self, guest: &Guest) -> Result<()> {
+        let key = self.host_key(guest);
+        keygen(&key, &guest.hostname())?;
+        let ini = format!(
+            "; {} of the coMosix cluster (cargo xtask cluster)\n{}[cluster]\nrole = {}\n\
+             hostname_prefix = {}\nhost_name = {}\nhead = {HEAD}\nnetwork = {NETWORK}\n\
+             munge_key = {}\nssh_host_key = {}\nroot_key = {}\n",
+            guest.hostname(),
+            guest.sections,
+            guest.role,
+            guest.prefix,
+            guest.host,
+            self.keys().join("munge.key").display(),
+            key.display(),
+            self.root_key.with_extension("pub").display()
+        );
+        std::fs::write(self.ini(guest), ini)?;
         Ok(())
     }
 
@@ -317,7 +546,7 @@ impl Plan {
             .args(["--name", &guest.name, "-p"])
             .arg(&pidfile)
             .args(&guest.tokens)
-            .arg(format!("@{}", guest.ini.display()))
+            .arg(format!("@{}", self.ini(guest).display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -520,33 +749,11 @@ fn poll(
     }
 }
 
-/// Each node's state as the controller sees it (`sinfo -N`).
-fn node_states(ssh: &Ssh, head: &Member) -> Result<Vec<(String, String)>> {
-    let out = ssh.output(head, "sinfo -h -N -o '%N %T'")?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, s)| (n.to_string(), s.trim().to_string()))
-        .collect())
-}
-
-fn wait_joined(ssh: &Ssh, head: &Member, names: &[&str]) -> Result<()> {
-    let mut last = Vec::new();
-    let result = poll(head, "every node idle in Slurm", JOIN_TIMEOUT, || {
-        last = node_states(ssh, head)?;
-        Ok(names.iter().all(|n| {
-            last.iter()
-                .any(|(name, state)| name == n && state == "idle")
-        }))
-    });
-    result.with_context(|| format!("sinfo said: {last:?}"))
-}
-
 /// The answer of `srun -N N hostname` names every node once.
-fn check_answer(answer: &str, names: &[&str]) -> Result<()> {
+fn check_answer(answer: &str, names: &[String]) -> Result<()> {
     let mut got: Vec<&str> = answer.lines().map(str::trim).collect();
     got.sort_unstable();
-    let mut want = names.to_vec();
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
     want.sort_unstable();
     if got != want {
         bail!("srun answered {got:?}, expected {want:?}");
@@ -554,61 +761,29 @@ fn check_answer(answer: &str, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Powers `victim` off while a job runs on every node, waits until Slurm
-/// marks it down, and runs a job on the rest.
-fn fail_node(
-    ssh: &Ssh,
-    head: &Member,
-    victim: &mut Member,
-    gone: &str,
-    rest: &[&str],
-) -> Result<()> {
-    let all = rest.len() + 1;
-    let job = ssh.output(
-        head,
-        &format!("sbatch --parsable -N {all} -o /dev/null --wrap 'srun sleep 600'"),
-    )?;
-    let job = job.trim().to_string();
-    poll(head, "the long job running", JOIN_TIMEOUT, || {
-        Ok(ssh
-            .output(head, &format!("squeue -h -j {job} -o %T"))?
-            .trim()
-            == "RUNNING")
-    })?;
-    tracing::info!("job {job} runs on {all} node(s); powering {gone} off in its middle");
-    let asked = Instant::now();
-    victim.signal_power_off();
-    victim.wait_powered_off()?;
-    let mut state = String::new();
-    poll(
-        head,
-        &format!("Slurm marking {gone} down"),
-        DOWN_TIMEOUT,
-        || {
-            state = ssh
-                .output(head, &format!("sinfo -h -N -n {gone} -o %T"))?
-                .trim()
-                .to_string();
-            Ok(state.starts_with("down") || state.starts_with("fail"))
-        },
-    )?;
-    println!(
-        "{gone} powered off in the middle of job {job}: Slurm marked it {state} {:.0} s later",
-        asked.elapsed().as_secs_f64()
-    );
-    if rest.is_empty() {
-        return Ok(());
+/// The resident memory of the engine (QEMU) a daemon runs, in KiB.
+fn engine_rss_kib(daemon: u32) -> Result<u64> {
+    let mut children = String::new();
+    for task in std::fs::read_dir(format!("/proc/{daemon}/task"))? {
+        children.push_str(&std::fs::read_to_string(task?.path().join("children"))?);
     }
-    let answer = ssh.output(
-        head,
-        &format!("timeout 300 srun -N {} hostname | sort", rest.len()),
-    )?;
-    println!(
-        "$ srun -N {} hostname   # after {gone} went down",
-        rest.len()
-    );
-    print!("{answer}");
-    check_answer(&answer, rest)
+    for pid in children.split_whitespace() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        if !status
+            .lines()
+            .any(|l| l.starts_with("Name:") && l.contains("qemu"))
+        {
+            continue;
+        }
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            return Ok(kib);
+        }
+    }
+    bail!("no engine process under daemon {daemon}")
 }
 
 /// The cluster's network namespace: the bridge and this machine's end of
