@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::cluster::{Cluster, ClusterRole, Ipv4Net};
 use crate::error::{Error, ErrorKind, Origin, MAX_KERNEL_CMDLINE};
 use crate::net::{MacAddr, Net, NetKind};
 use crate::settings::{
@@ -47,6 +48,31 @@ pub(crate) enum Value {
     Service(String),
     /// A token for the guest kernel, as it goes on its command line.
     KernelArg(String),
+    Cluster(ClusterValue),
+}
+
+/// One cluster setting (`cluster=`, `cluster_head=`…, or the ini's `[cluster]`).
+#[derive(Debug)]
+pub(crate) enum ClusterValue {
+    Role(ClusterRole),
+    Hostname(String),
+    Head(std::net::Ipv4Addr),
+    Network(Ipv4Net),
+    MungeKey(PathBuf),
+    SshHostKey(PathBuf),
+    RootKey(PathBuf),
+}
+
+/// The cluster settings seen so far; each single-valued, the last wins.
+#[derive(Debug, Default)]
+struct ClusterParts {
+    role: Option<Located<ClusterRole>>,
+    hostname: Option<Located<String>>,
+    head: Option<Located<std::net::Ipv4Addr>>,
+    network: Option<Located<Ipv4Net>>,
+    munge_key: Option<Located<PathBuf>>,
+    ssh_host_key: Option<Located<PathBuf>>,
+    root_key: Option<Located<PathBuf>>,
 }
 
 /// What `hdXN=` names.
@@ -67,6 +93,7 @@ pub(crate) struct Builder {
     alias_origins: BTreeMap<String, Origin>,
     /// Bytes of the pass-through tokens joined by spaces.
     kernel_args_len: usize,
+    cluster: ClusterParts,
 }
 
 impl Builder {
@@ -93,6 +120,18 @@ impl Builder {
             Value::Ignored(reason) => s.ignored.push(Ignored { reason, origin }),
             Value::Nfs(nfs) => s.nfs_root = at(nfs, &origin),
             Value::Service(name) => s.service = at(name, &origin),
+            Value::Cluster(value) => {
+                let c = &mut self.cluster;
+                match value {
+                    ClusterValue::Role(role) => c.role = at(role, &origin),
+                    ClusterValue::Hostname(name) => c.hostname = at(name, &origin),
+                    ClusterValue::Head(addr) => c.head = at(addr, &origin),
+                    ClusterValue::Network(net) => c.network = at(net, &origin),
+                    ClusterValue::MungeKey(path) => c.munge_key = at(path, &origin),
+                    ClusterValue::SshHostKey(path) => c.ssh_host_key = at(path, &origin),
+                    ClusterValue::RootKey(path) => c.root_key = at(path, &origin),
+                }
+            }
             // Devices: one definition per index.
             Value::Cobd(index, path) => {
                 insert_once(&mut s.cobd, "cobd", index, Disk { path, origin })?
@@ -226,6 +265,8 @@ impl Builder {
             }
         }
 
+        s.cluster = self.cluster.finish()?;
+
         if let Some(nfs) = &s.nfs_root {
             // The NFS root adds its own parameters to the pass-through ones.
             if let Err(too_long) = s.kernel_cmdline(&[]) {
@@ -233,6 +274,69 @@ impl Builder {
             }
         }
         Ok(self.settings)
+    }
+}
+
+impl ClusterParts {
+    /// No cluster setting at all is no cluster; otherwise the role defaults
+    /// to node and the network to the head's /24, and the rest must be
+    /// there. A missing one is reported where the cluster was first named.
+    fn finish(self) -> Result<Option<Cluster>, Error> {
+        let first = [
+            self.role.as_ref().map(|l| &l.origin),
+            self.hostname.as_ref().map(|l| &l.origin),
+            self.head.as_ref().map(|l| &l.origin),
+            self.network.as_ref().map(|l| &l.origin),
+            self.munge_key.as_ref().map(|l| &l.origin),
+            self.ssh_host_key.as_ref().map(|l| &l.origin),
+            self.root_key.as_ref().map(|l| &l.origin),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by(|a, b| a.place.cmp(&b.place))
+        .cloned();
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        let missing = |key: &'static str| {
+            Error::new(first.clone(), ErrorKind::ClusterIncomplete { missing: key })
+        };
+        let role = self.role.unwrap_or_else(|| Located {
+            value: ClusterRole::Node,
+            origin: first.clone(),
+        });
+        let hostname = self.hostname.ok_or_else(|| missing("cluster_hostname="))?;
+        let head = self.head.ok_or_else(|| missing("cluster_head="))?;
+        let munge_key = self
+            .munge_key
+            .ok_or_else(|| missing("cluster_munge_key="))?;
+        let ssh_host_key = self
+            .ssh_host_key
+            .ok_or_else(|| missing("cluster_ssh_host_key="))?;
+        let network = self
+            .network
+            .as_ref()
+            .map_or_else(|| Ipv4Net::around(head.value), |n| n.value);
+        if !network.has_host(head.value) {
+            let origin = self.network.as_ref().map_or(&head.origin, |n| &n.origin);
+            return Err(Error::new(
+                origin.clone(),
+                ErrorKind::BadValue {
+                    what: "cluster head",
+                    value: head.value.to_string(),
+                    expected: format!("a host address in the cluster network {network}"),
+                },
+            ));
+        }
+        Ok(Some(Cluster {
+            role,
+            hostname,
+            head,
+            network: self.network,
+            munge_key,
+            ssh_host_key,
+            root_key: self.root_key,
+        }))
     }
 }
 

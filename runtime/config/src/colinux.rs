@@ -5,7 +5,8 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use crate::builder::{AliasTarget, Builder, Value};
+use crate::builder::{AliasTarget, Builder, ClusterValue, Value};
+use crate::cluster::{is_hostname, ClusterRole, Ipv4Net, HOSTNAME_EXPECTED};
 use crate::error::{Error, ErrorKind, Origin, Place};
 use crate::lexer::{quotes_balanced, split_fields, split_key, tokenize, unquote};
 use crate::net::parse_net;
@@ -239,6 +240,13 @@ enum Key {
     Video(u8),
     /// `hda1`, `sdb`, …
     Alias,
+    Cluster,
+    ClusterHostname,
+    ClusterHead,
+    ClusterNetwork,
+    ClusterMunge,
+    ClusterSshHost,
+    ClusterRoot,
 }
 
 impl Key {
@@ -265,6 +273,13 @@ impl Key {
             Key::Pci(_) => "FUNCTION,TYPE,UNIT",
             Key::Video(_) => "SIZE_MB",
             Key::Alias => "disk.img or :cobd0",
+            Key::Cluster => "head|node",
+            Key::ClusterHostname => "node-pc17",
+            Key::ClusterHead => "10.77.0.1",
+            Key::ClusterNetwork => "10.77.0.0/24",
+            Key::ClusterMunge => "munge.key",
+            Key::ClusterSshHost => "ssh_host_ed25519_key",
+            Key::ClusterRoot => "id_ed25519.pub",
         }
     }
 }
@@ -339,6 +354,13 @@ fn classify_as_written(name: &str) -> Result<Option<Key>, ErrorKind> {
         "color" => Key::Color,
         "cursor" => Key::Cursor,
         "setcobd" => Key::Setcobd,
+        "cluster" => Key::Cluster,
+        "cluster_hostname" => Key::ClusterHostname,
+        "cluster_head" => Key::ClusterHead,
+        "cluster_network" => Key::ClusterNetwork,
+        "cluster_munge_key" => Key::ClusterMunge,
+        "cluster_ssh_host_key" => Key::ClusterSshHost,
+        "cluster_root_key" => Key::ClusterRoot,
         _ => {
             for family in &INDEXED_KEYS {
                 let Some(rest) = name.strip_prefix(family.name) else {
@@ -482,6 +504,15 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
         Key::Video(_) => Value::Ignored(
             "there is no coLinux framebuffer (cofb); the console is a serial line",
         ),
+        Key::Cluster => Value::Cluster(ClusterValue::Role(parse_role(&whole)?)),
+        Key::ClusterHostname => {
+            Value::Cluster(ClusterValue::Hostname(parse_hostname(&whole)?))
+        }
+        Key::ClusterHead => Value::Cluster(ClusterValue::Head(parse_head(&whole)?)),
+        Key::ClusterNetwork => Value::Cluster(ClusterValue::Network(parse_network(&whole)?)),
+        Key::ClusterMunge => Value::Cluster(ClusterValue::MungeKey(dir.join(&whole))),
+        Key::ClusterSshHost => Value::Cluster(ClusterValue::SshHostKey(dir.join(&whole))),
+        Key::ClusterRoot => Value::Cluster(ClusterValue::RootKey(dir.join(&whole))),
         Key::Cobd(index) => Value::Cobd(index, dir.join(&whole)),
         Key::Scsi(index) => parse_scsi(index, &fields(), dir)?,
         Key::Cofs(index) => Value::Cofs(index, dir.join(&whole)),
@@ -531,6 +562,34 @@ fn bad(what: &'static str, value: &str, expected: &str) -> ErrorKind {
         value: value.to_string(),
         expected: expected.to_string(),
     }
+}
+
+/// The cluster values, shared with the ini's `[cluster]`.
+pub(crate) fn parse_role(text: &str) -> Result<ClusterRole, ErrorKind> {
+    ClusterRole::parse(text).ok_or_else(|| bad("cluster role", text, "head or node"))
+}
+
+pub(crate) fn parse_hostname(text: &str) -> Result<String, ErrorKind> {
+    if is_hostname(text) {
+        Ok(text.to_string())
+    } else {
+        Err(bad("hostname", text, HOSTNAME_EXPECTED))
+    }
+}
+
+pub(crate) fn parse_head(text: &str) -> Result<std::net::Ipv4Addr, ErrorKind> {
+    text.parse()
+        .map_err(|_| bad("head address", text, "an IPv4 address, like 10.77.0.1"))
+}
+
+pub(crate) fn parse_network(text: &str) -> Result<Ipv4Net, ErrorKind> {
+    Ipv4Net::parse(text).ok_or_else(|| {
+        bad(
+            "cluster network",
+            text,
+            "a network address and prefix length from 8 to 30, like 10.77.0.0/24",
+        )
+    })
 }
 
 /// Megabytes, shared by `mem=` and the ini's `memory_size`.

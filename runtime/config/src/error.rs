@@ -162,7 +162,7 @@ pub enum ErrorKind {
 
     // coMosix ini files.
     #[error(
-        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine] or [service]",
+        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine], [service] or [cluster]",
         one_line(name)
     )]
     IniUnknownSection { name: String },
@@ -175,7 +175,7 @@ pub enum ErrorKind {
     },
 
     #[error(
-        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine] or [service]"
+        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service] or [cluster]"
     )]
     IniKeyOutsideSection,
 
@@ -184,6 +184,12 @@ pub enum ErrorKind {
 
     #[error("path_{missing} is missing, so path_{dropped} would be dropped (paths must count up from path_0 without gaps)")]
     IniGap { missing: u8, dropped: u8 },
+
+    #[error("a cluster guest needs {missing} as well")]
+    ClusterIncomplete { missing: &'static str },
+
+    #[error("[cluster] needs `{missing}`")]
+    IniClusterIncomplete { missing: &'static str },
 
     #[error("[NFS] needs `{missing}` as well")]
     NfsIncomplete { missing: &'static str },

@@ -25,8 +25,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::builder::{Builder, Value};
-use crate::colinux::{parse_mem, program_path};
+use crate::builder::{Builder, ClusterValue, Value};
+use crate::cluster::{is_hostname, machine_name, MAX_HOSTNAME};
+use crate::colinux::{parse_head, parse_mem, parse_network, parse_role, program_path};
 use crate::error::{Error, ErrorKind, Origin, Place};
 use crate::settings::NfsRoot;
 
@@ -40,6 +41,7 @@ enum Section {
     Cobd,
     Engine,
     Service,
+    Cluster,
 }
 
 /// The service a guest gets when `[service]` has no `name`.
@@ -67,6 +69,7 @@ pub(crate) fn parse(
     let mut nfs = NfsKeys::default();
     let mut disks: BTreeMap<u8, (String, Origin)> = BTreeMap::new();
     let mut service = ServiceKeys::default();
+    let mut cluster = ClusterKeys::default();
 
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -96,6 +99,10 @@ pub(crate) fn parse(
                 "service" => {
                     service.header.get_or_insert_with(|| origin.clone());
                     Section::Service
+                }
+                "cluster" => {
+                    cluster.header.get_or_insert_with(|| origin.clone());
+                    Section::Cluster
                 }
                 _ => {
                     return fail(ErrorKind::IniUnknownSection {
@@ -203,6 +210,31 @@ pub(crate) fn parse(
                 }
                 _ => return unknown("service", "install or name"),
             },
+            // Values are checked here, where their line is known; whether
+            // they are all there, at the end.
+            Some(Section::Cluster) => {
+                let located = Some((value.clone(), origin.clone()));
+                let checked = match key.as_str() {
+                    "role" => parse_role(&value).map(|_| &mut cluster.role),
+                    "hostname_prefix" => Ok(&mut cluster.hostname_prefix),
+                    "host_name" => Ok(&mut cluster.host_name),
+                    "head" => parse_head(&value).map(|_| &mut cluster.head),
+                    "network" => parse_network(&value).map(|_| &mut cluster.network),
+                    "munge_key" => Ok(&mut cluster.munge_key),
+                    "ssh_host_key" => Ok(&mut cluster.ssh_host_key),
+                    "root_key" => Ok(&mut cluster.root_key),
+                    _ => {
+                        return unknown(
+                            "cluster",
+                            "role, hostname_prefix, host_name, head, network, munge_key, ssh_host_key or root_key",
+                        )
+                    }
+                };
+                match checked {
+                    Ok(slot) => *slot = located.filter(|(v, _)| !v.is_empty()),
+                    Err(kind) => return fail(kind),
+                }
+            }
         }
     }
 
@@ -228,6 +260,10 @@ pub(crate) fn parse(
         builder.add(Value::Service(name), origin)?;
     }
 
+    if let Some(header) = cluster.header.clone() {
+        cluster.add_to(builder, &header, dir)?;
+    }
+
     if let Some(header) = nfs.header {
         if let Some(root) = nfs_root(nfs.server, nfs.path, nfs.options, &header)? {
             builder.add(Value::Nfs(root), header)?;
@@ -242,6 +278,97 @@ struct ServiceKeys {
     header: Option<Origin>,
     install: Option<(bool, Origin)>,
     name: Option<String>,
+}
+
+/// The `[cluster]` keys seen so far (the last of each wins), with their lines.
+#[derive(Default)]
+struct ClusterKeys {
+    header: Option<Origin>,
+    role: Option<(String, Origin)>,
+    hostname_prefix: Option<(String, Origin)>,
+    host_name: Option<(String, Origin)>,
+    head: Option<(String, Origin)>,
+    network: Option<(String, Origin)>,
+    munge_key: Option<(String, Origin)>,
+    ssh_host_key: Option<(String, Origin)>,
+    root_key: Option<(String, Origin)>,
+}
+
+impl ClusterKeys {
+    /// Resolves the hostname (prefix + this machine's name, lower case)
+    /// and hands every value to the builder, each with its own line.
+    fn add_to(self, builder: &mut Builder, header: &Origin, dir: &Path) -> Result<(), Error> {
+        let missing = |key| {
+            Error::new(
+                header.clone(),
+                ErrorKind::IniClusterIncomplete { missing: key },
+            )
+        };
+        let head = self.head.ok_or_else(|| missing("head"))?;
+        let munge_key = self.munge_key.ok_or_else(|| missing("munge_key"))?;
+        let ssh_host_key = self.ssh_host_key.ok_or_else(|| missing("ssh_host_key"))?;
+
+        let (name, name_origin) = match self.host_name {
+            Some((name, origin)) => (name, origin),
+            None => match machine_name() {
+                Some(name) => (name, header.clone()),
+                None => return Err(missing("host_name (this machine's name cannot be read)")),
+            },
+        };
+        let (prefix, prefix_origin) = self
+            .hostname_prefix
+            .map_or((String::new(), None), |(p, o)| (p, Some(o)));
+        let hostname = format!("{prefix}{name}").to_ascii_lowercase();
+        let hostname_origin = match (&prefix_origin, name_origin == *header) {
+            (Some(prefix_origin), true) => prefix_origin.clone(),
+            _ => name_origin.clone(),
+        };
+        if !is_hostname(&hostname) {
+            // Blame the part that is wrong: the prefix if it alone cannot
+            // start a hostname, else the name.
+            let prefix_bad = !prefix.is_empty()
+                && (!is_hostname(&format!("{}a", prefix.to_ascii_lowercase()))
+                    || prefix.len() >= MAX_HOSTNAME);
+            let origin = match (prefix_origin, prefix_bad) {
+                (Some(origin), true) => origin,
+                (Some(origin), false) if name_origin == *header => origin,
+                _ => name_origin,
+            };
+            return Err(Error::new(
+                origin,
+                ErrorKind::BadValue {
+                    what: "hostname (hostname_prefix + host name)",
+                    value: hostname,
+                    expected: crate::cluster::HOSTNAME_EXPECTED.into(),
+                },
+            ));
+        }
+
+        let mut add = |value, origin: Origin| builder.add(Value::Cluster(value), origin);
+        let (role, origin) = self
+            .role
+            .unwrap_or_else(|| ("node".to_string(), header.clone()));
+        let role = parse_role(&role).map_err(|kind| Error::new(origin.clone(), kind))?;
+        add(ClusterValue::Role(role), origin)?;
+        add(ClusterValue::Hostname(hostname), hostname_origin)?;
+        let (head, origin) = head;
+        let head = parse_head(&head).map_err(|kind| Error::new(origin.clone(), kind))?;
+        add(ClusterValue::Head(head), origin)?;
+        if let Some((network, origin)) = self.network {
+            let network =
+                parse_network(&network).map_err(|kind| Error::new(origin.clone(), kind))?;
+            add(ClusterValue::Network(network), origin)?;
+        }
+        add(ClusterValue::MungeKey(dir.join(munge_key.0)), munge_key.1)?;
+        add(
+            ClusterValue::SshHostKey(dir.join(ssh_host_key.0)),
+            ssh_host_key.1,
+        )?;
+        if let Some((root_key, origin)) = self.root_key {
+            add(ClusterValue::RootKey(dir.join(root_key)), origin)?;
+        }
+        Ok(())
+    }
 }
 
 /// Windows ini habits: yes/no, true/false, 1/0, in any case.

@@ -18,6 +18,7 @@
 //! See the crate's README for the language.
 
 mod builder;
+mod cluster;
 mod colinux;
 mod error;
 mod ini;
@@ -27,6 +28,7 @@ mod settings;
 
 use std::path::Path;
 
+pub use cluster::{is_hostname, machine_name, Cluster, ClusterRole, Ipv4Net, MAX_HOSTNAME};
 pub use colinux::{read_config_file, Parser, ReadFile, MAX_FILE_BYTES, MAX_INCLUDES};
 pub use error::{
     check_kernel_cmdline, CmdlineTooLong, Error, ErrorKind, FileErrors, Origin, Place,
@@ -64,8 +66,9 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Settings, Error> {
     parser.finish()
 }
 
-/// Parses a coMosix ini file's text as the contents of `file`. Never
-/// touches the filesystem.
+/// Parses a coMosix ini file's text as the contents of `file`. Touches
+/// the system only to read this machine's name, for a `[cluster]`
+/// without `host_name`.
 pub fn parse_ini_str(text: &str, file: &Path) -> Result<Settings, Error> {
     let mut parser = Parser::new(file.parent().unwrap_or(Path::new("")));
     parser.ini_text(text, file)?;

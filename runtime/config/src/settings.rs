@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::cluster::{Cluster, ClusterRole};
 use crate::error::{
     check_kernel_cmdline, one_line, CmdlineTooLong, Error, ErrorKind, FileErrors, Origin,
 };
@@ -366,14 +367,20 @@ pub struct NfsRoot {
 
 impl NfsRoot {
     /// The kernel parameters that boot from it:
-    /// `root=/dev/nfs nfsroot=server:path[,options] ip=dhcp`.
-    pub fn kernel_args(&self) -> Vec<String> {
+    /// `root=/dev/nfs nfsroot=server:path[,options] ip=dhcp`. With a
+    /// `hostname` (a cluster node's), `ip=::::HOSTNAME:eth0:dhcp`: the
+    /// kernel sends it in its DHCP request and sets it.
+    pub fn kernel_args(&self, hostname: Option<&str>) -> Vec<String> {
         let mut nfsroot = format!("nfsroot={}:{}", self.server, self.path);
         if let Some(options) = &self.options {
             nfsroot.push(',');
             nfsroot.push_str(options);
         }
-        vec!["root=/dev/nfs".into(), nfsroot, "ip=dhcp".into()]
+        let ip = match hostname {
+            Some(name) => format!("ip=::::{name}:eth0:dhcp"),
+            None => "ip=dhcp".into(),
+        };
+        vec!["root=/dev/nfs".into(), nfsroot, ip]
     }
 }
 
@@ -413,6 +420,8 @@ pub struct Settings {
     /// An ini file's `[service] install = yes`: the service name the
     /// Windows installer creates. The guest itself does not use it.
     pub service: Option<Located<String>>,
+    /// A coMosix cluster guest (`cluster=…` keys or an ini's `[cluster]`).
+    pub cluster: Option<Cluster>,
 }
 
 /// The memory a guest gets without `mem=`: a quarter of the host's RAM, at
@@ -454,11 +463,7 @@ impl Settings {
     /// e.g. `console=ttyS0`), then the NFS root parameters, then the user's
     /// pass-through tokens, which come last so they can override.
     pub fn kernel_cmdline(&self, daemon_args: &[&str]) -> Result<String, CmdlineTooLong> {
-        let nfs = self
-            .nfs_root
-            .as_ref()
-            .map(|n| n.value.kernel_args())
-            .unwrap_or_default();
+        let nfs = self.nfs_kernel_args().unwrap_or_default();
         let words: Vec<&str> = daemon_args
             .iter()
             .copied()
@@ -469,6 +474,16 @@ impl Settings {
         let cmdline = words.join(" ");
         check_kernel_cmdline(&cmdline)?;
         Ok(cmdline)
+    }
+
+    /// The NFS root's kernel parameters; a cluster node's name its host.
+    fn nfs_kernel_args(&self) -> Option<Vec<String>> {
+        let hostname = self
+            .cluster
+            .as_ref()
+            .filter(|c| c.role.value == ClusterRole::Node)
+            .map(|c| c.hostname.value.as_str());
+        Some(self.nfs_root.as_ref()?.value.kernel_args(hostname))
     }
 
     /// Checks every path the guest needs, before anything starts, and
@@ -505,6 +520,23 @@ impl Settings {
         }
         for share in self.cofs.values() {
             check(&share.dir, &share.origin, Want::Dir);
+        }
+        if let Some(cluster) = &self.cluster {
+            let key_files = [
+                Some((cluster.munge_key.value.clone(), &cluster.munge_key.origin)),
+                Some((
+                    cluster.ssh_host_key.value.clone(),
+                    &cluster.ssh_host_key.origin,
+                )),
+                Some((cluster.ssh_host_key_pub(), &cluster.ssh_host_key.origin)),
+                cluster
+                    .root_key
+                    .as_ref()
+                    .map(|k| (k.value.clone(), &k.origin)),
+            ];
+            for (path, origin) in key_files.into_iter().flatten() {
+                check(&path, origin, Want::Readable);
+            }
         }
         let explicit_programs = self
             .exec
@@ -633,9 +665,43 @@ impl Settings {
                 format!("{}; ignored", from(&ignored.origin)),
             );
         }
-        if let Some(nfs) = &self.nfs_root {
+        if let Some(cluster) = &self.cluster {
             add(
-                nfs.value.kernel_args().join(" "),
+                format!("cluster={}", cluster.role.value.as_str()),
+                from(&cluster.role.origin),
+            );
+            add(
+                format!("cluster_hostname={}", cluster.hostname.value),
+                from(&cluster.hostname.origin),
+            );
+            add(
+                format!("cluster_head={}", cluster.head.value),
+                from(&cluster.head.origin),
+            );
+            add(
+                format!("cluster_network={}", cluster.network()),
+                cluster
+                    .network
+                    .as_ref()
+                    .map_or("default: the head's /24".into(), |n| from(&n.origin)),
+            );
+            let keys = [
+                ("cluster_munge_key", Some(&cluster.munge_key)),
+                ("cluster_ssh_host_key", Some(&cluster.ssh_host_key)),
+                ("cluster_root_key", cluster.root_key.as_ref()),
+            ];
+            for (name, key) in keys {
+                if let Some(key) = key {
+                    add(
+                        format!("{name}={}", quote_path(&key.value)),
+                        from(&key.origin),
+                    );
+                }
+            }
+        }
+        if let (Some(nfs), Some(args)) = (&self.nfs_root, self.nfs_kernel_args()) {
+            add(
+                args.join(" "),
                 format!("NFS root from {}", from(&nfs.origin)),
             );
         }
@@ -724,6 +790,8 @@ pub(crate) fn has_separator(path: &Path) -> bool {
 #[derive(Clone, Copy)]
 enum Want {
     File,
+    /// A file this process can open for reading (a key file).
+    Readable,
     /// A file or a block device.
     NotDir,
     Dir,
@@ -740,7 +808,15 @@ fn file_problem(path: &Path, want: Want) -> Option<ErrorKind> {
             error,
         }),
         Ok(meta) => match want {
-            Want::File if !meta.is_file() => Some(ErrorKind::NotAFile { path: path_buf }),
+            Want::File | Want::Readable if !meta.is_file() => {
+                Some(ErrorKind::NotAFile { path: path_buf })
+            }
+            Want::Readable => fs::File::open(path)
+                .err()
+                .map(|error| ErrorKind::FileUnreadable {
+                    path: path_buf,
+                    error,
+                }),
             Want::NotDir if meta.is_dir() => Some(ErrorKind::NotAFile { path: path_buf }),
             Want::Dir if !meta.is_dir() => Some(ErrorKind::NotADirectory { path: path_buf }),
             _ => None,
@@ -771,7 +847,7 @@ mod tests {
             options: Some("ro,vers=3".into()),
         };
         assert_eq!(
-            nfs.kernel_args(),
+            nfs.kernel_args(None),
             [
                 "root=/dev/nfs",
                 "nfsroot=10.0.0.1:/srv/root,ro,vers=3",
@@ -779,7 +855,11 @@ mod tests {
             ]
         );
         nfs.options = None;
-        assert_eq!(nfs.kernel_args()[1], "nfsroot=10.0.0.1:/srv/root");
+        assert_eq!(nfs.kernel_args(None)[1], "nfsroot=10.0.0.1:/srv/root");
+        assert_eq!(
+            nfs.kernel_args(Some("node-pc17"))[2],
+            "ip=::::node-pc17:eth0:dhcp"
+        );
     }
 
     #[test]
