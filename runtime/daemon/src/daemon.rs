@@ -10,6 +10,7 @@ use colinux_config::Settings;
 
 use crate::engine::{self, Plan};
 use crate::host;
+use crate::seed::{self, SeedDisk};
 use crate::supervise::{self, exit, Msg, RunOptions, StartError};
 
 const AFTER_HELP: &str = "\
@@ -284,6 +285,7 @@ pub fn run(
         name: name.to_string(),
         accel: choice.accel,
         host_ram_mb,
+        seed_disk: None,
     };
     let found = engine::find_engine(settings);
     if cli.dry_run {
@@ -292,10 +294,40 @@ pub fn run(
             .unwrap_or_else(|_| PathBuf::from(engine::default_engine(settings.arch())));
         // The socket path is known; a Windows port is only picked at start.
         let qmp = supervise::qmp_endpoint(&host::runtime_dir(name), 0);
+        // The seed is made (so its key files are read) but not written.
+        let seed = settings
+            .cluster
+            .as_ref()
+            .map(|cluster| SeedDisk::for_cluster(name, cluster))
+            .transpose()
+            .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+        let plan = Plan {
+            seed_disk: seed
+                .is_some()
+                .then(|| host::runtime_dir(name).join(seed::FILE_NAME)),
+            ..plan
+        };
         let command = engine::engine_command(settings, &plan, &qmp, program)
             .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
         println!("# settings");
         print!("{}", settings.describe(Some(host_ram_mb)));
+        if let (Some(seed), Some(path)) = (&seed, &plan.seed_disk) {
+            println!(
+                "# seed disk {} (label {}, read-only, the last virtio disk), made at start:",
+                path.display(),
+                seed::LABEL
+            );
+            for (file, contents) in seed.files() {
+                match file {
+                    "comosix.env" => {
+                        for line in String::from_utf8_lossy(contents).lines() {
+                            println!("#   {file}: {line}");
+                        }
+                    }
+                    _ => println!("#   {file} ({} bytes)", contents.len()),
+                }
+            }
+        }
         println!(
             "# guest {name:?}, accelerator {} (accel={}; the host's best: {})",
             choice.accel.as_str(),

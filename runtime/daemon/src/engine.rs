@@ -26,6 +26,9 @@ pub struct Plan {
     pub name: String,
     pub accel: Accel,
     pub host_ram_mb: u64,
+    /// A cluster guest's seed disk (`seed.rs`), attached read-only after
+    /// the cobd disks so that their numbers do not change.
+    pub seed_disk: Option<PathBuf>,
 }
 
 /// The program and its arguments, one per element.
@@ -204,6 +207,17 @@ pub fn engine_command(
     a.push(["-device", "virtio-rng-pci"]);
 
     disks(settings, &mut a);
+    if let Some(seed) = &plan.seed_disk {
+        a.push([
+            "-drive",
+            &format!(
+                "if=none,id=seed,file={},format=raw,read-only=on",
+                esc_path(seed)
+            ),
+            "-device",
+            "virtio-blk-pci,drive=seed",
+        ]);
+    }
     scsi_devices(settings, &mut a);
     networks(settings, &mut a)?;
     for (index, share) in &settings.cofs {
@@ -530,6 +544,7 @@ mod tests {
             name: "test".into(),
             accel: Accel::Tcg,
             host_ram_mb: 4096,
+            seed_disk: None,
         }
     }
 
@@ -611,6 +626,64 @@ mod tests {
             "QMP: QEMU connects to the daemon's socket"
         );
         assert!(args.contains(&"-no-reboot".to_string()));
+    }
+
+    #[test]
+    fn a_cluster_seed_is_the_last_virtio_disk_read_only_and_a_node_names_itself_in_ip() {
+        let settings = colinux_config::parse_str(
+            "kernel=k cobd1=swap.img cobd0=data.img cluster_hostname=node-pc17 \
+             cluster_head=10.77.0.1 cluster_munge_key=m cluster_ssh_host_key=h",
+            Path::new("/c/test.conf"),
+        )
+        .unwrap();
+        let plan = Plan {
+            seed_disk: Some("/run/colinux/test/seed.img".into()),
+            ..plan()
+        };
+        let qmp = QmpEndpoint::Unix("/run/q.sock".into());
+        let args = engine_command(&settings, &plan, &qmp, "qemu".into())
+            .unwrap()
+            .args;
+        let drives = values(&args, "-drive");
+        assert_eq!(drives.len(), 3);
+        assert!(drives[0].contains("id=cobd0") && drives[1].contains("id=cobd1"));
+        assert_eq!(
+            drives[2],
+            "if=none,id=seed,file=/run/colinux/test/seed.img,format=raw,read-only=on"
+        );
+        let blk: Vec<&str> = values(&args, "-device")
+            .into_iter()
+            .filter(|d| d.starts_with("virtio-blk"))
+            .collect();
+        assert_eq!(
+            blk,
+            [
+                "virtio-blk-pci,drive=cobd0",
+                "virtio-blk-pci,drive=cobd1",
+                "virtio-blk-pci,drive=seed"
+            ]
+        );
+        let mut parser = colinux_config::Parser::new("/c");
+        parser.arg("kernel=k").unwrap();
+        parser
+            .ini_text(
+            "[NFS]\nserver = 10.77.0.1\npath = /srv/comosix/node\noptions = vers=3,nolock,tcp\n\
+             [cluster]\nhostname_prefix = node-\nhost_name = pc17\nhead = 10.77.0.1\n\
+             munge_key = m\nssh_host_key = h\n",
+            Path::new("/c/node.ini"),
+        )
+        .unwrap();
+        let node = parser.finish().unwrap();
+        let args = engine_command(&node, &plan, &qmp, "qemu".into())
+            .unwrap()
+            .args;
+        assert_eq!(
+            values(&args, "-append"),
+            ["console=ttyS0 root=/dev/nfs nfsroot=10.77.0.1:/srv/comosix/node,vers=3,nolock,tcp \
+              ip=::::node-pc17:eth0:dhcp"]
+        );
+        let plain = build("kernel=k cobd0=r.img").unwrap();
+        assert!(!plain.iter().any(|a| a.contains("seed")), "{plain:?}");
     }
 
     #[test]

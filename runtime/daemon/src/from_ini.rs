@@ -130,6 +130,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_keeps_everything_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, text) = convert(
+            dir.path(),
+            "[NFS]\nserver = 10.77.0.1\npath = /srv/comosix/node\n[cluster]\nrole = node\n\
+             hostname_prefix = node-\nhost_name = PC17\nhead = 10.77.0.1\nmunge_key = munge.key\n\
+             ssh_host_key = keys/ssh_host_ed25519_key\nroot_key = root.pub\n",
+        )
+        .unwrap();
+        let settings = colinux_config::parse_str(&text, &dir.path().join("colinux.conf")).unwrap();
+        let cluster = settings.cluster.as_ref().expect("cluster keys written");
+        assert_eq!(cluster.hostname.value, "node-pc17");
+        assert_eq!(cluster.network().to_string(), "10.77.0.0/24");
+        assert_eq!(
+            cluster.ssh_host_key.value,
+            dir.path().join("keys/ssh_host_ed25519_key")
+        );
+        assert!(cluster.root_key.is_some());
+        assert!(
+            settings
+                .kernel_cmdline(&[])
+                .unwrap()
+                .ends_with("ip=::::node-pc17:eth0:dhcp"),
+            "{text}"
+        );
+        let err = convert(dir.path(), "[cluster]\nmunge_key = m\nssh_host_key = k\n").unwrap_err();
+        assert!(
+            err.message
+                .ends_with("colinux.ini:1: [cluster]: [cluster] needs `head`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn a_gap_fails_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let err = convert(dir.path(), "[cobd]\npath_0 = a.img\npath_2 = c.img\n").unwrap_err();

@@ -12,8 +12,13 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 use std::path::Path;
 
+use colinux_config::Cluster;
+
 /// The label the guest looks for (`/dev/disk/by-label/COSEED`).
 pub const LABEL: &str = "COSEED";
+
+/// The seed's file in the guest's runtime directory (removed at exit).
+pub const FILE_NAME: &str = "seed.img";
 
 /// FAT has no smaller sensible volume; the seed is a few KiB of keys.
 const MIN_BYTES: u64 = 1 << 20;
@@ -24,6 +29,12 @@ pub enum Error {
     BadName { name: String, why: &'static str },
     #[error("seed disk: {name:?} is given twice")]
     Duplicate { name: String },
+    #[error("seed disk: cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("seed disk {dest}: {source}")]
     Write {
         dest: String,
@@ -49,6 +60,43 @@ impl SeedDisk {
             name: name.to_owned(),
             files: BTreeMap::new(),
         }
+    }
+
+    /// A cluster guest's seed (the contract in DESIGN.md §12):
+    /// `comosix.env` (ROLE, HOSTNAME, HEAD, NETWORK), `munge.key`, the SSH
+    /// host key pair, and `authorized_keys` when a root key is given. The
+    /// key files are read now.
+    pub fn for_cluster(name: &str, cluster: &Cluster) -> Result<SeedDisk, Error> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Error::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut seed = SeedDisk::new(name);
+        let env = format!(
+            "ROLE={}\nHOSTNAME={}\nHEAD={}\nNETWORK={}\n",
+            cluster.role.value.as_str(),
+            cluster.hostname.value,
+            cluster.head.value,
+            cluster.network()
+        );
+        seed.insert("comosix.env", env)?;
+        seed.insert("munge.key", read(&cluster.munge_key.value)?)?;
+        seed.insert("ssh_host_ed25519_key", read(&cluster.ssh_host_key.value)?)?;
+        seed.insert(
+            "ssh_host_ed25519_key.pub",
+            read(&cluster.ssh_host_key_pub())?,
+        )?;
+        if let Some(root_key) = &cluster.root_key {
+            seed.insert("authorized_keys", read(&root_key.value)?)?;
+        }
+        Ok(seed)
+    }
+
+    /// The files, by name, with their contents.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(n, c)| (n.as_str(), c.as_slice()))
     }
 
     /// Adds a file at the top of the volume.
@@ -226,6 +274,53 @@ mod tests {
         seed.insert("hostname", "a").unwrap();
         let err = seed.insert("hostname", "b").unwrap_err().to_string();
         assert!(err.contains("given twice"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_seed_has_the_contracts_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("munge.key"), [9u8; 1024]).unwrap();
+        std::fs::write(d.join("host"), "PRIVATE\n").unwrap();
+        std::fs::write(d.join("host.pub"), "ssh-ed25519 HOST\n").unwrap();
+        std::fs::write(d.join("root.pub"), "ssh-ed25519 ROOT\n").unwrap();
+        let config = |extra: &str| {
+            colinux_config::parse_str(
+                &format!(
+                    "cluster_hostname=node-pc17 cluster_head=10.77.0.1 cluster_munge_key=munge.key \
+                     cluster_ssh_host_key=host {extra}"
+                ),
+                &d.join("g.conf"),
+            )
+            .unwrap()
+            .cluster
+            .unwrap()
+        };
+        let seed = SeedDisk::for_cluster("n", &config("cluster_root_key=root.pub")).unwrap();
+        let bytes = seed.to_bytes().unwrap();
+        assert_eq!(
+            read(bytes.clone(), "comosix.env"),
+            b"ROLE=node\nHOSTNAME=node-pc17\nHEAD=10.77.0.1\nNETWORK=10.77.0.0/24\n"
+        );
+        assert_eq!(read(bytes.clone(), "munge.key"), [9u8; 1024]);
+        assert_eq!(read(bytes.clone(), "ssh_host_ed25519_key"), b"PRIVATE\n");
+        assert_eq!(
+            read(bytes.clone(), "ssh_host_ed25519_key.pub"),
+            b"ssh-ed25519 HOST\n"
+        );
+        assert_eq!(read(bytes, "authorized_keys"), b"ssh-ed25519 ROOT\n");
+        let without_root = SeedDisk::for_cluster("n", &config("")).unwrap();
+        let names: Vec<&str> = without_root.files().map(|(n, _)| n).collect();
+        assert!(!names.contains(&"authorized_keys"), "{names:?}");
+
+        std::fs::remove_file(d.join("host.pub")).unwrap();
+        let err = SeedDisk::for_cluster("n", &config(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read") && err.contains("host.pub"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::console::{self, Hub};
 use crate::engine::{self, EngineCommand, Plan, QmpEndpoint};
 use crate::host::{self, InstanceLock};
 use crate::qmp::{Qmp, QmpEvent};
+use crate::seed::{self, SeedDisk};
 
 /// The daemon's exit codes (also in `colinux-daemon --help`).
 pub mod exit {
@@ -136,7 +137,7 @@ pub fn qmp_endpoint(runtime_dir: &std::path::Path, port: u16) -> QmpEndpoint {
 /// caller (signal handler or service control) and is fed by our threads.
 pub fn run(
     settings: &Settings,
-    plan: Plan,
+    mut plan: Plan,
     program: PathBuf,
     opts: &RunOptions,
     events: (Sender<Msg>, Receiver<Msg>),
@@ -155,6 +156,14 @@ pub fn run(
     })?;
     engine::create_scsi_images(settings)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    // In the runtime directory: it goes with the directory at exit.
+    if let Some(cluster) = &settings.cluster {
+        let path = dir.join(seed::FILE_NAME);
+        SeedDisk::for_cluster(&opts.name, cluster)
+            .and_then(|seed| seed.write_to(&path))
+            .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+        plan.seed_disk = Some(path);
+    }
     let command = engine::engine_command(settings, &plan, &qmp_listener.endpoint(&dir), program)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
 

@@ -64,3 +64,66 @@ fn fsck_fat_and_mtools_read_the_seed_back() {
     assert_eq!(key.len(), 1024);
     assert!(key.iter().enumerate().all(|(i, &b)| b == i as u8));
 }
+
+/// A cluster guest's dry run: the seed is made from the key files (so a
+/// missing one is an error before anything starts) and shown as the last
+/// virtio disk, read-only.
+#[test]
+fn a_cluster_guests_dry_run_shows_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bzImage"), "kernel").unwrap();
+    std::fs::write(d.join("data.img"), "").unwrap();
+    std::fs::write(d.join("munge.key"), [1u8; 1024]).unwrap();
+    std::fs::write(d.join("host"), "PRIVATE\n").unwrap();
+    std::fs::write(d.join("host.pub"), "ssh-ed25519 HOST\n").unwrap();
+    std::fs::write(
+        d.join("node.ini"),
+        "[cluster]\nrole = node\nhostname_prefix = node-\nhost_name = pc17\nhead = 10.77.0.1\n\
+         munge_key = munge.key\nssh_host_key = host\n",
+    )
+    .unwrap();
+    let dry_run = || {
+        Command::new(env!("CARGO_BIN_EXE_colinux-daemon"))
+            .current_dir(d)
+            .args([
+                "--dry-run",
+                "--name",
+                "seedtest",
+                "kernel=bzImage",
+                "cobd0=data.img",
+            ])
+            .arg("@node.ini")
+            .output()
+            .unwrap()
+    };
+    let out = dry_run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("#   comosix.env: HOSTNAME=node-pc17")
+            && text.contains("#   munge.key (1024 bytes)"),
+        "{text}"
+    );
+    let drives: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# engine command line"))
+        .filter(|l| l.starts_with("if=none,id="))
+        .collect();
+    assert_eq!(drives.len(), 2, "{text}");
+    assert!(drives[0].contains("id=cobd0"), "{drives:?}");
+    assert!(
+        drives[1].starts_with("if=none,id=seed,file=")
+            && drives[1].ends_with("/seedtest/seed.img,format=raw,read-only=on"),
+        "{drives:?}"
+    );
+
+    std::fs::remove_file(d.join("host.pub")).unwrap();
+    let out = dry_run();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node.ini:7: ssh_host_key = host: ")
+            && err.contains("host.pub does not exist"),
+        "{err}"
+    );
+}
