@@ -286,6 +286,7 @@ pub fn run(
         accel: choice.accel,
         host_ram_mb,
         seed_disk: None,
+        taps: Default::default(),
     };
     let found = engine::find_engine(settings);
     if cli.dry_run {
@@ -294,6 +295,17 @@ pub fn run(
             .unwrap_or_else(|_| PathBuf::from(engine::default_engine(settings.arch())));
         // The socket path is known; a Windows port is only picked at start.
         let qmp = supervise::qmp_endpoint(&host::runtime_dir(name), 0);
+        #[cfg(target_os = "linux")]
+        for (index, bridge) in engine::host_bridges(settings)
+            .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?
+        {
+            crate::tap::check_bridge(&bridge).map_err(|e| {
+                StartError::new(
+                    exit::CONFIG,
+                    format!("{}: {e}", settings.eth[&index].origin),
+                )
+            })?;
+        }
         // The seed is made (so its key files are read) but not written.
         let seed = settings
             .cluster

@@ -4,6 +4,7 @@
 //! makes the disk files `scsiN=disk,PATH,SIZE` asks for, and the notes
 //! [`engine_command`] logs about settings with no meaning here.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct Plan {
     /// A cluster guest's seed disk (`seed.rs`), attached read-only after
     /// the cobd disks so that their numbers do not change.
     pub seed_disk: Option<PathBuf>,
+    /// Linux: the open tap descriptor of each `ethN=pcap-bridge,…`
+    /// (`tap.rs`), which QEMU inherits. Empty in a dry run.
+    pub taps: BTreeMap<u8, i32>,
 }
 
 /// The program and its arguments, one per element.
@@ -36,6 +40,8 @@ pub struct Plan {
 pub struct EngineCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Descriptors the engine inherits (the taps).
+    pub inherit_fds: Vec<i32>,
 }
 
 /// What the guest kernel needs from us on its command line, before the
@@ -55,6 +61,8 @@ pub enum EngineError {
         kind: &'static str,
         instead: &'static str,
     },
+    #[error("{place}: eth{index}=pcap-bridge needs the host bridge's name, like eth{index}=pcap-bridge,br0")]
+    BridgeName { place: String, index: u8 },
     #[error("{place}: ttys{index}: only ttys0..ttys{MAX_HOST_SERIAL} exist (they become the guest's ttyS1..ttyS3; ttyS0 is the console)")]
     SerialIndex { place: String, index: u8 },
     #[error("no kernel= given: the guest needs a kernel (for example kernel=vmlinuz)")]
@@ -78,8 +86,11 @@ pub enum EngineError {
 
 #[cfg(windows)]
 const BRIDGE_INSTEAD: &str = "Use ethN=tuntap,\"TAP adapter name\" and bridge that TAP-Windows adapter with your network adapter in Network Connections, or ethN=slirp.";
-#[cfg(not(windows))]
-const BRIDGE_INSTEAD: &str = "Use ethN=tuntap,\"tap0\" with tap0 added to a host bridge (ip link set tap0 master br0), or ethN=slirp.";
+#[cfg(target_os = "linux")]
+const BRIDGE_INSTEAD: &str = "Use ethN=pcap-bridge,BRIDGE (the daemon adds a tap to the host bridge BRIDGE), ethN=tuntap,\"tap0\", or ethN=slirp.";
+#[cfg(not(any(windows, target_os = "linux")))]
+const BRIDGE_INSTEAD: &str =
+    "Use ethN=tuntap,\"tap0\" with tap0 added to a host bridge, or ethN=slirp.";
 
 #[cfg(windows)]
 const QEMU_HINT: &str = "install QEMU for Windows (qemu.org/download) and add it to PATH, or set qemu=C:\\path\\to\\qemu-system-i386.exe";
@@ -219,7 +230,7 @@ pub fn engine_command(
         ]);
     }
     scsi_devices(settings, &mut a);
-    networks(settings, &mut a)?;
+    networks(settings, plan, &mut a)?;
     for (index, share) in &settings.cofs {
         a.push([
             "-fsdev",
@@ -248,7 +259,11 @@ pub fn engine_command(
             &format!("isa-serial,chardev=ttys{index},index={}", index + 1),
         ]);
     }
-    Ok(EngineCommand { program, args: a.0 })
+    Ok(EngineCommand {
+        program,
+        args: a.0,
+        inherit_fds: plan.taps.values().copied().collect(),
+    })
 }
 
 /// cobd → virtio-blk in index order. Our kernel names virtio disks
@@ -478,7 +493,32 @@ fn create_sparse(path: &Path, len: u64) -> io::Result<()> {
     made
 }
 
-fn networks(settings: &Settings, a: &mut Args) -> Result<(), EngineError> {
+/// The host bridge of each `ethN=pcap-bridge,BRIDGE` this host bridges
+/// itself (Linux: a tap the daemon makes, see `tap.rs`), by index.
+pub fn host_bridges(settings: &Settings) -> Result<BTreeMap<u8, String>, EngineError> {
+    let mut bridges = BTreeMap::new();
+    if !cfg!(target_os = "linux") {
+        return Ok(bridges);
+    }
+    for (&index, net) in &settings.eth {
+        if let NetKind::Bridge {
+            backend: BridgeBackend::Pcap,
+            name,
+            ..
+        } = &net.kind
+        {
+            let name = name.clone().ok_or_else(|| EngineError::BridgeName {
+                place: net.origin.place.to_string(),
+                index,
+            })?;
+            bridges.insert(index, name);
+        }
+    }
+    Ok(bridges)
+}
+
+fn networks(settings: &Settings, plan: &Plan, a: &mut Args) -> Result<(), EngineError> {
+    let bridges = host_bridges(settings)?;
     for (&index, net) in &settings.eth {
         let netdev = match &net.kind {
             NetKind::Slirp { redirects } => {
@@ -505,6 +545,13 @@ fn networks(settings: &Settings, a: &mut Args) -> Result<(), EngineError> {
                 }
                 netdev
             }
+            NetKind::Bridge { .. } if bridges.contains_key(&index) => match plan.taps.get(&index) {
+                Some(fd) => format!("tap,id=eth{index},fd={fd}"),
+                None => format!(
+                    "tap,id=eth{index},fd=<a tap on bridge {}, made at start>",
+                    bridges[&index]
+                ),
+            },
             NetKind::Bridge { backend, .. } => {
                 return Err(EngineError::Bridge {
                     place: net.origin.place.to_string(),
@@ -545,6 +592,7 @@ mod tests {
             accel: Accel::Tcg,
             host_ram_mb: 4096,
             seed_disk: None,
+            taps: BTreeMap::new(),
         }
     }
 
@@ -734,12 +782,56 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
+    fn a_pcap_bridge_is_the_daemons_tap_by_descriptor() {
+        let settings = colinux_config::parse_str(
+            "kernel=k eth0=slirp eth1=pcap-bridge,cobr0,02:c0:00:00:00:01",
+            Path::new("/c/test.conf"),
+        )
+        .unwrap();
+        let plan = Plan {
+            taps: BTreeMap::from([(1, 7)]),
+            ..plan()
+        };
+        let qmp = QmpEndpoint::Unix("/run/q.sock".into());
+        let command = engine_command(&settings, &plan, &qmp, "qemu".into()).unwrap();
+        assert_eq!(
+            values(&command.args, "-netdev"),
+            ["user,id=eth0", "tap,id=eth1,fd=7"]
+        );
+        assert!(values(&command.args, "-device")
+            .contains(&"virtio-net-pci,netdev=eth1,mac=02:c0:00:00:00:01"));
+        assert_eq!(command.inherit_fds, [7]);
+        let dry = build("kernel=k eth0=pcap-bridge,cobr0").unwrap();
+        assert_eq!(
+            values(&dry, "-netdev"),
+            ["tap,id=eth0,fd=<a tap on bridge cobr0, made at start>"]
+        );
+        let err = build("kernel=k eth2=pcap-bridge").unwrap_err().to_string();
+        assert!(
+            err.contains("test.conf:1: eth2=pcap-bridge needs the host bridge's name"),
+            "{err}"
+        );
+        let err = build("kernel=k eth0=ndis-bridge,x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ethN=pcap-bridge,BRIDGE"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_setting_and_what_to_do() {
-        let bridge = build("kernel=k eth0=pcap-bridge,\"eth0\"")
+        // Linux bridges pcap-bridge itself; ndis-bridge is Windows' alone.
+        let kind = if cfg!(target_os = "linux") {
+            "ndis-bridge"
+        } else {
+            "pcap-bridge"
+        };
+        let bridge = build(&format!("kernel=k eth0={kind},\"eth0\""))
             .unwrap_err()
             .to_string();
         assert!(
-            bridge.contains("test.conf") && bridge.contains("eth0=pcap-bridge is not supported"),
+            bridge.contains("test.conf")
+                && bridge.contains(&format!("eth0={kind} is not supported")),
             "{bridge}"
         );
         assert!(bridge.contains("tuntap"), "{bridge}");

@@ -11,6 +11,8 @@ pub mod qmp;
 pub mod seed;
 pub mod service;
 pub mod supervise;
+#[cfg(target_os = "linux")]
+pub mod tap;
 mod terminal;
 
 /// A writer whose bytes a test reads back.

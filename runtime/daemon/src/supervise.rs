@@ -164,6 +164,9 @@ pub fn run(
             .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
         plan.seed_disk = Some(path);
     }
+    // Held until the engine is gone: the taps vanish with the last descriptor.
+    #[cfg(target_os = "linux")]
+    let _taps = make_taps(settings, &mut plan)?;
     let command = engine::engine_command(settings, &plan, &qmp_listener.endpoint(&dir), program)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
 
@@ -229,6 +232,22 @@ pub fn run(
     let outcome = supervise(&mut engine, &qmp, &rx, opts.shutdown_timeout);
     helpers.stop();
     Ok(outcome)
+}
+
+/// The tap of each `ethN=pcap-bridge,BRIDGE`, on its bridge and up, with
+/// its descriptor in the plan for the engine to inherit.
+#[cfg(target_os = "linux")]
+fn make_taps(settings: &Settings, plan: &mut Plan) -> Result<Vec<crate::tap::Tap>, StartError> {
+    let config = |e: String| StartError::new(exit::CONFIG, e);
+    let mut taps = Vec::new();
+    for (index, bridge) in engine::host_bridges(settings).map_err(|e| config(e.to_string()))? {
+        let tap = crate::tap::Tap::on_bridge(&bridge)
+            .map_err(|e| config(format!("{}: {e}", settings.eth[&index].origin)))?;
+        tracing::info!("eth{index}: tap {} on bridge {bridge}", tap.name());
+        plan.taps.insert(index, tap.fd());
+        taps.push(tap);
+    }
+    Ok(taps)
 }
 
 /// A power-down under way: since when, and the last press and report.
@@ -399,6 +418,22 @@ impl Engine {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         own_process_group(&mut cmd, true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            let fds = command.inherit_fds.clone();
+            // SAFETY: fcntl is async-signal-safe and touches no memory of ours.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &fd in &fds {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 exit::ENGINE_MISSING
