@@ -1,7 +1,7 @@
 //! `cargo xtask image`: ready-made root filesystems from `recipes/`.
 //!
 //! Phases: bootstrap (mmdebstrap, cached on its own key), customize
-//! (overlays, hooks, generated configuration, credentials, identity
+//! (generated configuration, overlays, hooks, credentials, identity
 //! removed), pack (tarball, package list), filesystem (`mke2fs -d`, times
 //! settled, e2fsck), compress, publish (`target/images/<name>/`).
 
@@ -245,9 +245,11 @@ pub fn run(args: Args) -> Result<()> {
     };
     let phase = Phase::start("customize");
     custom.unpack(&tarball)?;
+    // Overlays and hooks come after the generated files, so a recipe can
+    // replace one (the coMosix node's fstab) or enable more units.
+    custom.configure()?;
     let overlaid = custom.overlays()?;
     custom.hooks()?;
-    custom.configure()?;
     custom.credentials()?;
     let forgotten = custom.forget_identity()?;
     phase.done(&format!(
