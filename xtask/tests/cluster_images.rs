@@ -53,7 +53,11 @@ fn cat(image: &Path, path: &str) -> String {
 
 fn assert_missing(image: &Path, path: &str) {
     let (_, err) = debugfs(image, &format!("stat {path}"));
-    assert!(err.contains("not found"), "{path} is in {}", image.display());
+    assert!(
+        err.contains("not found"),
+        "{path} is in {}",
+        image.display()
+    );
 }
 
 fn ls(image: &Path, dir: &str) -> String {
@@ -82,7 +86,10 @@ fn assert_no_secret_and_seeded(image: &Path, label: &str) {
 
     assert_missing(image, "/etc/munge/munge.key");
     let ssh = ls(image, "/etc/ssh");
-    assert!(ssh.contains("sshd_config") && !ssh.contains("ssh_host_"), "{ssh}");
+    assert!(
+        ssh.contains("sshd_config") && !ssh.contains("ssh_host_"),
+        "{ssh}"
+    );
     let (machine_id, _) = debugfs(image, "stat /etc/machine-id");
     assert!(machine_id.contains("Size: 0"), "{machine_id}");
     assert_missing(image, "/etc/hostname");
@@ -112,7 +119,10 @@ fn assert_no_secret_and_seeded(image: &Path, label: &str) {
         "{sshd}"
     );
     let resolv = debugfs(image, "stat /etc/resolv.conf").0;
-    assert!(resolv.contains("../run/systemd/resolve/stub-resolv.conf"), "{resolv}");
+    assert!(
+        resolv.contains("../run/systemd/resolve/stub-resolv.conf"),
+        "{resolv}"
+    );
     let udev = cat(image, "/etc/udev/rules.d/61-cobd-by-label.rules");
     assert!(udev.contains("disk/by-label/"), "{udev}");
 }
@@ -152,7 +162,10 @@ fn the_node_image_has_no_secret_and_boots_read_only_from_nfs() {
     // Extra mounts: /etc/comosix/fstab.local, mounted by a unit.
     cat(&image, "/etc/comosix/fstab.local");
     let local = cat(&image, "/etc/systemd/system/comosix-fstab-local.service");
-    assert!(local.contains("mount -a -T /etc/comosix/fstab.local"), "{local}");
+    assert!(
+        local.contains("mount -a -T /etc/comosix/fstab.local"),
+        "{local}"
+    );
     assert!(ls(&image, "/etc/systemd/system/remote-fs.target.wants")
         .contains("comosix-fstab-local.service"));
 }
@@ -178,7 +191,8 @@ fn the_head_image_has_no_secret_and_serves_the_cluster() {
         .contains("comosix-head-config.service"));
     let mount = cat(&image, "/etc/systemd/system/srv-comosix-node.mount");
     assert!(
-        mount.contains("What=/dev/disk/by-label/comosix-node") && mount.contains("Options=ro,noload"),
+        mount.contains("What=/dev/disk/by-label/comosix-node")
+            && mount.contains("Options=ro,noload"),
         "{mount}"
     );
     // Generated at boot from the seed disk, so not in the image.
@@ -200,6 +214,9 @@ fn the_head_image_has_no_secret_and_serves_the_cluster() {
             &image,
             &format!("/etc/systemd/system/{unit}.service.d/comosix.conf"),
         );
-        assert!(dropin.contains("Requires=comosix-head-config.service"), "{unit}: {dropin}");
+        assert!(
+            dropin.contains("Requires=comosix-head-config.service"),
+            "{unit}: {dropin}"
+        );
     }
 }
