@@ -29,8 +29,30 @@ pub fn scrollback_bytes(cocon: Option<&colinux_config::Cocon>) -> usize {
         .unwrap_or(DEFAULT_SCROLLBACK_BYTES)
 }
 
-/// What the guest printed when its kernel gave up.
-const PANIC_MARKER: &[u8] = b"Kernel panic - not syncing";
+/// What the guest's kernel says on the console that the daemon acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelSign {
+    /// It gave up.
+    Panic,
+    /// An NFS root and no address by DHCP: it would retry forever.
+    NfsRootNoAddress,
+    /// It tried to mount its NFS root several times and gave up.
+    NfsRootUnmounted,
+}
+
+/// The kernel 6.1's own lines (kernel/panic.c, net/ipv4/ipconfig.c,
+/// init/do_mounts.c).
+const KERNEL_SIGNS: [(&[u8], KernelSign); 3] = [
+    (b"Kernel panic - not syncing", KernelSign::Panic),
+    (
+        b"IP-Config: Retrying forever (NFS root)",
+        KernelSign::NfsRootNoAddress,
+    ),
+    (
+        b"VFS: Unable to mount root fs via NFS",
+        KernelSign::NfsRootUnmounted,
+    ),
+];
 
 /// The console socket's name: a file in the runtime directory on Unix, a
 /// named pipe (`\\.\pipe\colinux-NAME-console`) on Windows.
@@ -64,7 +86,7 @@ struct State {
     next_id: u64,
     filter: KernelFilter,
     quiet_kernel: bool,
-    panic: PanicScan,
+    signs: SignScan,
 }
 
 /// The console hub. Cheap to clone; every clone is the same console.
@@ -96,7 +118,7 @@ impl Hub {
                 next_id: 0,
                 filter: KernelFilter::default(),
                 quiet_kernel,
-                panic: PanicScan::default(),
+                signs: SignScan::default(),
             })),
             engine_in: Arc::new(Mutex::new(engine_in)),
         }
@@ -107,9 +129,9 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes the guest printed. Returns true the first time the guest's
-    /// kernel is seen panicking.
-    pub fn from_engine(&self, bytes: &[u8]) -> bool {
+    /// Bytes the guest printed. Returns the kernel signs seen in them,
+    /// each the first time it is seen.
+    pub fn from_engine(&self, bytes: &[u8]) -> Vec<KernelSign> {
         let mut state = self.lock();
         let state = &mut *state;
         state.scrollback.extend(bytes);
@@ -132,7 +154,7 @@ impl Hub {
                 }
             }
         }
-        state.panic.feed(bytes)
+        state.signs.feed(bytes)
     }
 
     /// Bytes typed at the console.
@@ -314,31 +336,28 @@ fn kernel_prefix(line: &[u8]) -> Option<bool> {
     None
 }
 
-/// Finds the kernel's panic line in the console stream.
+/// Finds the kernel's [`KERNEL_SIGNS`] in the console stream, even when a
+/// line comes in pieces.
 #[derive(Default)]
-struct PanicScan {
+struct SignScan {
     tail: Vec<u8>,
-    seen: bool,
+    seen: Vec<KernelSign>,
 }
 
-impl PanicScan {
-    fn feed(&mut self, bytes: &[u8]) -> bool {
-        if self.seen {
-            return false;
-        }
+impl SignScan {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<KernelSign> {
         self.tail.extend_from_slice(bytes);
-        if self
-            .tail
-            .windows(PANIC_MARKER.len())
-            .any(|w| w == PANIC_MARKER)
-        {
-            self.seen = true;
-            return true;
+        let mut found = Vec::new();
+        for (marker, sign) in KERNEL_SIGNS {
+            if !self.seen.contains(&sign) && self.tail.windows(marker.len()).any(|w| w == marker) {
+                self.seen.push(sign);
+                found.push(sign);
+            }
         }
-        let keep = PANIC_MARKER.len() - 1;
+        let keep = KERNEL_SIGNS.iter().map(|(m, _)| m.len()).max().unwrap_or(1) - 1;
         let cut = self.tail.len().saturating_sub(keep);
         self.tail.drain(..cut);
-        false
+        found
     }
 }
 
@@ -387,11 +406,25 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_is_seen_once_even_across_chunks() {
-        let mut scan = PanicScan::default();
-        assert!(!scan.feed(b"[ 1.0] Kernel pan"));
-        assert!(scan.feed(b"ic - not syncing: VFS: Unable to mount root fs"));
-        assert!(!scan.feed(b"Kernel panic - not syncing"));
+    fn kernel_signs_are_seen_once_even_across_chunks() {
+        let mut scan = SignScan::default();
+        assert_eq!(scan.feed(b"[ 1.0] Kernel pan"), []);
+        assert_eq!(
+            scan.feed(b"ic - not syncing: VFS: Unable to mount root fs"),
+            [KernelSign::Panic]
+        );
+        assert_eq!(scan.feed(b"Kernel panic - not syncing"), []);
+        assert_eq!(scan.feed(b"[ 80.1] IP-Config: Retrying forever (NF"), []);
+        assert_eq!(
+            scan.feed(b"S root)...\r\n[ 99.0] VFS: Unable to mount root fs via NFS.\r\n"),
+            [KernelSign::NfsRootNoAddress, KernelSign::NfsRootUnmounted]
+        );
+        let mut block = SignScan::default();
+        assert_eq!(
+            block.feed(b"VFS: Unable to mount root fs on unknown-block(0,0)"),
+            [],
+            "a disk root is not an NFS root"
+        );
     }
 
     fn wait_until(what: &str, cond: impl Fn() -> bool) {

@@ -35,7 +35,10 @@ Exit codes:
   3  the engine (QEMU) is not installed or not where qemu= says
   4  the engine failed to start, failed, or was stopped or killed from outside
   5  the guest rebooted (a service manager restarts the daemon)
-  6  the guest did not power off in time and the engine was stopped";
+  6  the guest did not power off in time and the engine was stopped
+  7  the guest could not mount its root filesystem: an NFS root whose server
+     it could not reach (no DHCP answer, or the mount failed); the engine
+     was stopped";
 
 /// Runs a coLinux guest (a Debian or Ubuntu image beside the host) as one
 /// process, on QEMU with the best accelerator the host really has.
@@ -412,6 +415,7 @@ mod tests {
             "--write-config",
             "Exit codes",
             "6  the guest did not power off",
+            "7  the guest could not mount its root filesystem",
         ] {
             assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
         }

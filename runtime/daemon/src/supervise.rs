@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use colinux_config::Settings;
 
-use crate::console::{self, Hub};
+use crate::console::{self, Hub, KernelSign};
 use crate::engine::{self, EngineCommand, Plan, QmpEndpoint};
 use crate::host::{self, InstanceLock};
 use crate::qmp::{Qmp, QmpEvent};
@@ -39,6 +39,9 @@ pub mod exit {
     pub const REBOOTED: u8 = 5;
     /// The guest did not power off in time and the engine was stopped.
     pub const SHUTDOWN_TIMEOUT: u8 = 6;
+    /// The guest could not mount its root filesystem (an NFS root whose
+    /// server it could not reach); the engine was stopped.
+    pub const ROOT_UNMOUNTED: u8 = 7;
 }
 
 /// How long a panicked guest's console keeps running so that the whole
@@ -70,6 +73,8 @@ pub enum Msg {
     Qmp(QmpEvent),
     /// The console showed a kernel panic.
     Panic,
+    /// The console showed that the guest cannot mount its NFS root.
+    NfsRoot(KernelSign),
 }
 
 /// How a guest that started ended.
@@ -80,6 +85,7 @@ pub enum Outcome {
     Rebooted,
     EngineFailed(String),
     ShutdownTimedOut,
+    RootUnmounted(String),
 }
 
 impl Outcome {
@@ -90,6 +96,7 @@ impl Outcome {
             Outcome::Rebooted => exit::REBOOTED,
             Outcome::EngineFailed(_) => exit::ENGINE_FAILED,
             Outcome::ShutdownTimedOut => exit::SHUTDOWN_TIMEOUT,
+            Outcome::RootUnmounted(_) => exit::ROOT_UNMOUNTED,
         }
     }
 
@@ -99,6 +106,7 @@ impl Outcome {
             Outcome::Crashed(why) => format!("the guest crashed: {why}"),
             Outcome::Rebooted => "the guest rebooted; start the daemon again to boot it".into(),
             Outcome::EngineFailed(why) => format!("the engine failed: {why}"),
+            Outcome::RootUnmounted(why) => format!("{why}; the engine was stopped"),
             Outcome::ShutdownTimedOut => {
                 "the guest did not power off in time and the engine was stopped; check its filesystems (fsck) at the next boot".into()
             }
@@ -229,7 +237,7 @@ pub fn run(
         );
     }
 
-    let outcome = supervise(&mut engine, &qmp, &rx, opts.shutdown_timeout);
+    let outcome = supervise(&mut engine, &qmp, &rx, opts.shutdown_timeout, settings);
     helpers.stop();
     Ok(outcome)
 }
@@ -304,9 +312,12 @@ fn supervise(
     qmp: &Qmp,
     rx: &Receiver<Msg>,
     shutdown_timeout: Duration,
+    settings: &Settings,
 ) -> Outcome {
     let mut power_down: Option<PowerDown> = None;
     let mut panicked: Option<(Instant, String)> = None;
+    // Reported before the kernel's own panic, which it may be followed by.
+    let mut root_failed: Option<String> = None;
     let mut reason: Option<String> = None;
     let mut gave_up = false;
     let status = loop {
@@ -326,6 +337,14 @@ fn supervise(
                 if panicked.is_none() {
                     tracing::error!("the guest's kernel panicked");
                     panicked = Some((Instant::now(), "kernel panic (see the console)".into()));
+                }
+            }
+            Ok(Msg::NfsRoot(sign)) => {
+                if root_failed.is_none() {
+                    let why = nfs_root_failure(settings, sign);
+                    tracing::info!("the guest cannot mount its NFS root; stopping the engine");
+                    root_failed = Some(why);
+                    engine.quit(qmp);
                 }
             }
             Ok(Msg::Qmp(QmpEvent::Closed)) | Err(RecvTimeoutError::Timeout) => {}
@@ -362,6 +381,9 @@ fn supervise(
             _ => {}
         }
     }
+    if let Some(why) = root_failed {
+        return Outcome::RootUnmounted(why);
+    }
     outcome(
         status,
         reason.as_deref(),
@@ -369,6 +391,25 @@ fn supervise(
         gave_up,
         &engine.stderr_tail(),
     )
+}
+
+/// What an NFS root failure means, with the server's address.
+fn nfs_root_failure(settings: &Settings, sign: KernelSign) -> String {
+    let (server, path) = settings.nfs_root.as_ref().map_or(("?", "?"), |n| {
+        (n.value.server.as_str(), n.value.path.as_str())
+    });
+    match sign {
+        KernelSign::NfsRootNoAddress => format!(
+            "the guest could not reach its NFS root server {server}: it got no address by DHCP \
+             on its network (\"IP-Config: Retrying forever (NFS root)\"); is the server, or the \
+             cluster's head, up and on the same network?"
+        ),
+        _ => format!(
+            "the guest could not reach its NFS root server {server}: mounting {server}:{path} \
+             failed after the kernel's retries (\"VFS: Unable to mount root fs via NFS\"); is \
+             the server up, and does it export {path} to this guest?"
+        ),
+    }
 }
 
 /// Classifies the end of the engine.
@@ -521,8 +562,11 @@ fn pump_console(mut out: impl Read + Send + 'static, hub: Hub, tx: Sender<Msg>) 
             if n == 0 {
                 break;
             }
-            if hub.from_engine(&buf[..n]) {
-                let _ = tx.send(Msg::Panic);
+            for sign in hub.from_engine(&buf[..n]) {
+                let _ = tx.send(match sign {
+                    KernelSign::Panic => Msg::Panic,
+                    nfs => Msg::NfsRoot(nfs),
+                });
             }
         }
     });
@@ -763,9 +807,32 @@ mod tests {
             "{}",
             failed.describe()
         );
+        assert_eq!(
+            Outcome::RootUnmounted("x".into()).exit_code(),
+            exit::ROOT_UNMOUNTED
+        );
         let outside = outcome(ok, Some("host-signal"), None, false, "");
         assert!(outside
             .describe()
             .contains("stopped from outside (host-signal)"));
+    }
+
+    #[test]
+    fn an_nfs_root_failure_names_the_server() {
+        let settings = colinux_config::parse_ini_str(
+            "[NFS]\nserver = 10.77.0.1\npath = /srv/node\n",
+            std::path::Path::new("/c/n.ini"),
+        )
+        .unwrap();
+        let dhcp = nfs_root_failure(&settings, KernelSign::NfsRootNoAddress);
+        assert!(
+            dhcp.starts_with("the guest could not reach its NFS root server 10.77.0.1: it got no address by DHCP"),
+            "{dhcp}"
+        );
+        let mount = nfs_root_failure(&settings, KernelSign::NfsRootUnmounted);
+        assert!(
+            mount.contains("mounting 10.77.0.1:/srv/node failed"),
+            "{mount}"
+        );
     }
 }
