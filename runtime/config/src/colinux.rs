@@ -361,6 +361,12 @@ fn classify_as_written(name: &str) -> Result<Option<Key>, ErrorKind> {
         "cluster_munge_key" => Key::ClusterMunge,
         "cluster_ssh_host_key" => Key::ClusterSshHost,
         "cluster_root_key" => Key::ClusterRoot,
+        // Linux has no cluster_ parameters: a typo must not boot silently.
+        _ if name.starts_with("cluster_") => {
+            return Err(ErrorKind::UnknownClusterKey {
+                name: name.to_string(),
+            })
+        }
         _ => {
             for family in &INDEXED_KEYS {
                 let Some(rest) = name.strip_prefix(family.name) else {

@@ -185,6 +185,13 @@ pub enum ErrorKind {
     #[error("path_{missing} is missing, so path_{dropped} would be dropped (paths must count up from path_0 without gaps)")]
     IniGap { missing: u8, dropped: u8 },
 
+    #[error(
+        "`{}` is not a cluster key: cluster, cluster_hostname, cluster_head, cluster_network, \
+         cluster_munge_key, cluster_ssh_host_key or cluster_root_key",
+        one_line(name)
+    )]
+    UnknownClusterKey { name: String },
+
     #[error("a cluster guest needs {missing} as well")]
     ClusterIncomplete { missing: &'static str },
 

@@ -151,6 +151,8 @@ fn bad_cluster_settings_name_file_line_and_key() {
     );
     let err = common::error("cluster_hostname=Node1");
     assert!(err.contains("bad hostname \"Node1\""), "{err}");
+    let err = common::error("cluster_hed=10.0.0.1");
+    assert!(err.contains("`cluster_hed` is not a cluster key"), "{err}");
     let err = common::error("Cluster_head=10.0.0.1");
     assert!(err.contains("keys are lower case"), "{err}");
 }
