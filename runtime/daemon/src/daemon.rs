@@ -20,8 +20,12 @@ root=/dev/cobd0 eth0=slirp,,tcp:2222:22 @more.conf
 Keys: kernel= initrd= mem= smp= arch=i386|x86_64 accel=auto|kvm|whpx|tcg qemu=
 cobdN= (hdXN=/sdXN= aliases) scsiN=disk|cdrom,FILE[,SIZE[,grow]]
 ethN=slirp|tuntap|pcap-bridge|ndis-bridge cofsN= ttysN= execN= cocon= color=
-cursor=; anything else goes to the guest kernel's command line, except a
-botched key (cobd1x=, ethX=, ETH0=), which is an error.
+cursor=, and for a coMosix cluster guest cluster=head|node cluster_hostname=
+cluster_head= cluster_network= cluster_munge_key= cluster_ssh_host_key=
+cluster_root_key= (its seed disk is made from them); anything else goes to the
+guest kernel's command line, except a botched key (cobd1x=, ethX=, ETH0=),
+which is an error. On Linux, ethN=pcap-bridge,BRIDGE adds a tap to the host
+bridge BRIDGE (needs CAP_NET_ADMIN).
 An @file ending in .ini is read as a coMosix ini file.
 
 Console: attached (default), the guest console is this terminal and Ctrl-C

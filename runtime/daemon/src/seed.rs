@@ -151,7 +151,13 @@ impl SeedDisk {
             dest.file_name().unwrap_or_default().to_string_lossy(),
             std::process::id()
         ));
-        let written = std::fs::File::create(&tmp)
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        // It holds private keys: the owner alone reads it.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options
+            .open(&tmp)
             .and_then(|mut file| {
                 file.write_all(&bytes)?;
                 file.sync_all()
@@ -330,6 +336,12 @@ mod tests {
         std::fs::write(&dest, "old").unwrap();
         sample().write_to(&dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), sample().to_bytes().unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let missing = dir.path().join("no/such/seed.img");
         let err = sample().write_to(&missing).unwrap_err().to_string();
