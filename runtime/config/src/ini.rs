@@ -309,9 +309,9 @@ impl ClusterKeys {
         let ssh_host_key = self.ssh_host_key.ok_or_else(|| missing("ssh_host_key"))?;
 
         let (name, name_origin) = match self.host_name {
-            Some((name, origin)) => (name, origin),
+            Some((name, origin)) => (name, Some(origin)),
             None => match machine_name() {
-                Some(name) => (name, header.clone()),
+                Some(name) => (name, None),
                 None => return Err(missing("host_name (this machine's name cannot be read)")),
             },
         };
@@ -319,20 +319,18 @@ impl ClusterKeys {
             .hostname_prefix
             .map_or((String::new(), None), |(p, o)| (p, Some(o)));
         let hostname = format!("{prefix}{name}").to_ascii_lowercase();
-        let hostname_origin = match (&prefix_origin, name_origin == *header) {
-            (Some(prefix_origin), true) => prefix_origin.clone(),
-            _ => name_origin.clone(),
-        };
+        // Where the hostname was written: host_name, else the prefix.
+        let hostname_origin = name_origin
+            .or_else(|| prefix_origin.clone())
+            .unwrap_or_else(|| header.clone());
         if !is_hostname(&hostname) {
-            // Blame the part that is wrong: the prefix if it alone cannot
-            // start a hostname, else the name.
+            // Blame the prefix if it alone cannot start a hostname.
             let prefix_bad = !prefix.is_empty()
                 && (!is_hostname(&format!("{}a", prefix.to_ascii_lowercase()))
                     || prefix.len() >= MAX_HOSTNAME);
-            let origin = match (prefix_origin, prefix_bad) {
-                (Some(origin), true) => origin,
-                (Some(origin), false) if name_origin == *header => origin,
-                _ => name_origin,
+            let origin = match prefix_origin {
+                Some(origin) if prefix_bad => origin,
+                _ => hostname_origin,
             };
             return Err(Error::new(
                 origin,
