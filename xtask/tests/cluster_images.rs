@@ -191,8 +191,7 @@ fn the_head_image_has_no_secret_and_serves_the_cluster() {
         .contains("comosix-head-config.service"));
     let mount = cat(&image, "/etc/systemd/system/srv-comosix-node.mount");
     assert!(
-        mount.contains("What=/dev/disk/by-label/comosix-node")
-            && mount.contains("Options=ro,noload"),
+        mount.contains("What=/dev/cobd1") && mount.contains("Options=ro,noload"),
         "{mount}"
     );
     // Generated at boot from the seed disk, so not in the image.
