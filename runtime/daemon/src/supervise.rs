@@ -106,7 +106,7 @@ impl Outcome {
             Outcome::Crashed(why) => format!("the guest crashed: {why}"),
             Outcome::Rebooted => "the guest rebooted; start the daemon again to boot it".into(),
             Outcome::EngineFailed(why) => format!("the engine failed: {why}"),
-            Outcome::RootUnmounted(why) => format!("{why}; the engine was stopped"),
+            Outcome::RootUnmounted(why) => why.clone(),
             Outcome::ShutdownTimedOut => {
                 "the guest did not power off in time and the engine was stopped; check its filesystems (fsck) at the next boot".into()
             }
@@ -401,13 +401,13 @@ fn nfs_root_failure(settings: &Settings, sign: KernelSign) -> String {
     match sign {
         KernelSign::NfsRootNoAddress => format!(
             "the guest could not reach its NFS root server {server}: it got no address by DHCP \
-             on its network (\"IP-Config: Retrying forever (NFS root)\"); is the server, or the \
-             cluster's head, up and on the same network?"
+             on its network (\"IP-Config: Retrying forever (NFS root)\"), so the engine was \
+             stopped; is the server, or the cluster's head, up and on the same network?"
         ),
         _ => format!(
             "the guest could not reach its NFS root server {server}: mounting {server}:{path} \
-             failed after the kernel's retries (\"VFS: Unable to mount root fs via NFS\"); is \
-             the server up, and does it export {path} to this guest?"
+             failed after the kernel's retries (\"VFS: Unable to mount root fs via NFS\"), so \
+             the engine was stopped; is the server up, and does it export {path} to this guest?"
         ),
     }
 }
