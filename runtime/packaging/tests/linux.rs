@@ -231,7 +231,7 @@ fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
 
     run(&mut dpkg(&["--purge", "colinux"]));
     for path in &b.layout {
-        let gone = target.join(&path);
+        let gone = target.join(path);
         // dpkg keeps directories that other packages (none here) might share;
         // what is ours must be gone.
         if !path.ends_with('/') {
