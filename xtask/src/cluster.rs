@@ -120,10 +120,10 @@ pub fn lock(dir: &Path) -> Result<File> {
 /// A booted cluster: the head up and every node joined to Slurm.
 pub struct Cluster {
     pub plan: Plan,
-    // Dropped after the guests (fields drop in order): a failed run powers
-    // them off, then removes the namespace.
-    head: Member,
+    // Fields drop in order: a failed run powers the nodes off while their
+    // NFS root still answers, then the head, then removes the namespace.
     nodes: Vec<Member>,
+    head: Member,
     net: Namespace,
     ssh: Ssh,
     /// From the start of the boot: the head's SSH login answered.
@@ -276,7 +276,14 @@ impl Cluster {
         ))?;
         let job = job.trim().to_string();
         self.poll("the long job running", JOIN_TIMEOUT, || {
-            Ok(self.on_head(&format!("squeue -h -j {job} -o %T"))?.trim() == "RUNNING")
+            let state = self.on_head(&format!(
+                "scontrol show job {job} | grep -o 'JobState=[A-Z_]*'"
+            ))?;
+            match state.trim().trim_start_matches("JobState=") {
+                "RUNNING" => Ok(true),
+                "PENDING" | "CONFIGURING" => Ok(false),
+                other => bail!("job {job} ended before the node failure: {other}"),
+            }
         })?;
         tracing::info!("job {job} runs on {all} node(s); powering {gone} off in its middle");
         let asked = Instant::now();
