@@ -40,6 +40,9 @@ pub struct Args {
     /// The patch series directory (source.toml, series, patches, config/).
     #[arg(long, value_name = "DIR", default_value = PATCHES)]
     patches: PathBuf,
+    /// Where to publish, instead of target/kernel/<arch>.
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
     /// Apply the patch series in dry-run mode against the source, report
     /// each patch, and build nothing.
     #[arg(long)]
@@ -127,7 +130,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let config_key = config_key(arch, &src.sha256, &patches, &fragments, &tools)?;
     let (cache_key, inputs) = key.finish();
-    let dest = stage::root().join("target/kernel").join(arch);
+    let dest = args
+        .output
+        .clone()
+        .unwrap_or_else(|| stage::root().join("target/kernel").join(arch));
     let run = stage::Run::new("kernel", args.verify_reproducible);
     if run.up_to_date(&dest, &cache_key)? {
         tracing::info!("kernel: {} is up to date", dest.display());

@@ -6,18 +6,27 @@
 //! no staging directory or temporary file of the killed run is left.
 //! Plus the image stage on a disk too small for it.
 //!
-//! The suite kills each cheap stage at a few points; `cargo xtask bench
-//! kill` sweeps more (it sets COLINUX_KILL_POINTS).
+//! The suite kills each stage at a few points; `cargo xtask bench kill`
+//! sweeps more (it sets COLINUX_KILL_POINTS).
 
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use harness::{assert_one_line_error, Tmpfs};
 
 const MIB: u64 = 1 << 20;
+
+/// The tests that change a stage's published outputs or its sources hold
+/// this for reading; dist, which reads every stage's, holds it alone.
+static STAGE_OUTPUTS: RwLock<()> = RwLock::new(());
+
+fn stage_outputs_changing() -> RwLockReadGuard<'static, ()> {
+    STAGE_OUTPUTS.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -227,6 +236,7 @@ fn convert_killed_anywhere_then_rerun_gives_the_same_output() {
 /// in the stage's own copying and hashing.
 #[test]
 fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
+    let _changing = stage_outputs_changing();
     let target = "x86_64-unknown-linux-gnu";
     let dest = root().join("target/runtime").join(target);
     let touched = root().join("runtime/daemon/src/lib.rs");
@@ -247,16 +257,20 @@ fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
 /// cached bootstrap is what the image tests here start from. Holds the
 /// image tests apart, so a kill test never times a run that waits for
 /// the other test's lock. `None` where the stage cannot run (not root).
-fn debian_bootstrap_cached() -> Option<std::sync::MutexGuard<'static, ()>> {
+fn debian_bootstrap_cached() -> Option<(
+    RwLockReadGuard<'static, ()>,
+    std::sync::MutexGuard<'static, ()>,
+)> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("not root: the image stage cannot run, its fault checks skipped");
         return None;
     }
+    let changing = stage_outputs_changing();
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     run_whole(&mut xtask(["image", "--distro", "debian"]));
-    Some(guard)
+    Some((changing, guard))
 }
 
 /// image, from its cached bootstrap (`--output` elsewhere, so every run
@@ -312,4 +326,106 @@ fn image_on_a_full_disk_fails_cleanly_and_keeps_the_old_output() {
         "the user's old image"
     );
     assert!(leftovers(small.path(), "debian").is_empty());
+}
+
+/// kernel, with a small change: the stock series plus one patch adding a
+/// string to a C file the series leaves alone, published with `--output`
+/// so the stock kernel in target/kernel stays. Each point touches that
+/// file in the shared tree (same content, so the same key and outputs):
+/// make compiles it again and relinks, and the kills land in make (whose
+/// half-written objects the next run must not trust), in
+/// modules_install and in packing. Then the stock series, built again in
+/// the same build directory, gives exactly the stock kernel.
+#[test]
+fn kernel_killed_anywhere_then_rerun_gives_the_same_kernel() {
+    let _changing = stage_outputs_changing();
+    let arch = "i386";
+    run_whole(&mut xtask(["kernel", "--arch", arch]));
+    let stock_dest = root().join("target/kernel").join(arch);
+    let stock = published(&stock_dest).unwrap();
+    let manifest = std::fs::read_to_string(stock_dest.join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    // The stock kernel's, so the change is the patch alone (a series
+    // outside the repository would take the last commit's time).
+    let sde = manifest["SOURCE_DATE_EPOCH"].to_string();
+
+    let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
+    let patches = t.path().join("linux-6.1");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(root().join("kernel-patches/linux-6.1"))
+        .arg(&patches)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let file = "init/calibrate.c";
+    let touched = root().join("target/cache/kernel/tree").join(file);
+    let text = std::fs::read_to_string(&touched).unwrap();
+    let first: Vec<&str> = text.lines().take(3).collect();
+    std::fs::write(
+        patches.join("zz-kill-test.patch"),
+        format!(
+            "Kill test only: a string the kernel keeps.\n--- a/{file}\n+++ b/{file}\n@@ -1,3 +1,4 @@\n {}\n+static const char colinux_kill_test[] __attribute__((used)) = \"killed and rerun\";\n {}\n {}\n",
+            first[0], first[1], first[2]
+        ),
+    )
+    .unwrap();
+    let mut series = std::fs::read_to_string(patches.join("series")).unwrap();
+    series.push_str("zz-kill-test.patch\n");
+    std::fs::write(patches.join("series"), series).unwrap();
+
+    let dest = t.path().join(arch);
+    let prepare = || {
+        let _ = std::fs::remove_dir_all(&dest);
+        let file = std::fs::File::options()
+            .append(true)
+            .open(&touched)
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now()).unwrap();
+    };
+    let changed = || {
+        let mut cmd = xtask(["kernel", "--arch", arch, "--patches"]);
+        cmd.arg(&patches)
+            .arg("--output")
+            .arg(&dest)
+            .env("SOURCE_DATE_EPOCH", &sde);
+        cmd
+    };
+    kill_and_rerun("kernel", &dest, &kill_points(3), &prepare, &changed);
+    assert_ne!(
+        published(&dest).unwrap(),
+        stock,
+        "the patch changed nothing"
+    );
+
+    let again = t.path().join("stock");
+    let mut cmd = xtask(["kernel", "--arch", arch, "--output"]);
+    run_whole(cmd.arg(&again));
+    assert_eq!(
+        published(&again).unwrap(),
+        stock,
+        "after the kills, the stock series built something else"
+    );
+}
+
+/// dist, its stages current: into a directory of its own (`--out`),
+/// removed before each run, so every run packages and signs again.
+#[test]
+fn dist_killed_anywhere_then_rerun_gives_the_same_bundle() {
+    let _alone = STAGE_OUTPUTS.write().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
+    let dest = t.path().join("dist");
+    kill_and_rerun(
+        "dist",
+        &dest,
+        &kill_points(2),
+        &|| {
+            let _ = std::fs::remove_dir_all(&dest);
+        },
+        &|| {
+            let mut cmd = xtask(["dist", "--out"]);
+            cmd.arg(&dest);
+            cmd
+        },
+    );
 }

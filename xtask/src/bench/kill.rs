@@ -10,7 +10,8 @@ pub struct Args {
     /// Kill points per stage, spread evenly over an uninterrupted run.
     #[arg(long, default_value_t = 9)]
     points: u32,
-    /// Only the checks whose name holds this (convert, runtime, image).
+    /// Only the checks whose name holds this (convert, runtime, image,
+    /// kernel, dist).
     #[arg(long, value_name = "STAGE")]
     only: Option<String>,
 }
