@@ -256,7 +256,7 @@ fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
 /// Builds the stock debian image once (a no-op when it is current): its
 /// cached bootstrap is what the image tests here start from. Holds the
 /// image tests apart, so a kill test never times a run that waits for
-/// the other test's lock. `None` where the stage cannot run (not root).
+/// the other test's lock, and dist's test out (`STAGE_OUTPUTS`). `None` where the stage cannot run (not root).
 fn debian_bootstrap_cached() -> Option<(
     RwLockReadGuard<'static, ()>,
     std::sync::MutexGuard<'static, ()>,
