@@ -164,6 +164,10 @@ pub fn run(args: Args) -> Result<()> {
     // source could look newer than their new sources; and make cannot see a
     // change in how the compiler is run from its environment. Either way,
     // start that build over.
+    // Before the stamp below is written: newer than a killed make's
+    // marker, it would go with what that make wrote, and the next run
+    // would start the build over.
+    stage::InPlaceWrites::recover(&build)?;
     let built_from = build.join(".colinux-source");
     let stamp = format!("{} {BUILD_ENV}", src.sha256);
     let last = std::fs::read_to_string(&built_from).unwrap_or_default();

@@ -561,16 +561,26 @@ pub struct InPlaceWrites {
 }
 
 impl InPlaceWrites {
-    pub fn begin(dir: &Path) -> Result<InPlaceWrites> {
+    /// Removes what a killed run wrote in `dir`, if one was killed. A
+    /// stage that writes its own files there before the tool runs calls
+    /// this first: written after the marker, they would go too.
+    pub fn recover(dir: &Path) -> Result<()> {
         let marker = dir.join(".colinux-writing");
         if let Ok(meta) = std::fs::metadata(&marker) {
             let removed = remove_newer(dir, meta.modified()?)?;
+            std::fs::remove_file(&marker)?;
             tracing::info!(
                 "the last run in {} was killed: removed the {removed} files it wrote",
                 dir.display()
             );
         }
+        Ok(())
+    }
+
+    pub fn begin(dir: &Path) -> Result<InPlaceWrites> {
+        InPlaceWrites::recover(dir)?;
         std::fs::create_dir_all(dir)?;
+        let marker = dir.join(".colinux-writing");
         std::fs::write(&marker, "")?;
         Ok(InPlaceWrites { marker })
     }
@@ -733,6 +743,23 @@ mod tests {
         drop(second);
         let _third = InPlaceWrites::begin(&build).unwrap();
         assert!(build.join("sub/done.o").exists());
+    }
+
+    /// The kernel stage writes its stamp in the build directory before
+    /// make: after a killed run, recovered first, the stamp stays.
+    #[test]
+    fn what_the_stage_writes_after_recovering_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = dir.path().join("build");
+        std::mem::forget(InPlaceWrites::begin(&build).unwrap()); // killed
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(build.join("half.o"), "trunc").unwrap();
+        InPlaceWrites::recover(&build).unwrap();
+        assert!(!build.join("half.o").exists());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(build.join(".stamp"), "source").unwrap();
+        let _make = InPlaceWrites::begin(&build).unwrap();
+        assert!(build.join(".stamp").exists(), "the stage's own file went");
     }
 
     #[test]
