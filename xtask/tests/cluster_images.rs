@@ -194,6 +194,8 @@ fn the_head_image_has_no_secret_and_serves_the_cluster() {
         mount.contains("What=/dev/cobd1") && mount.contains("Options=ro,noload"),
         "{mount}"
     );
+    let cgroup = cat(&image, "/etc/slurm/cgroup.conf");
+    assert!(cgroup.contains("CgroupPlugin=disabled"), "{cgroup}");
     // Generated at boot from the seed disk, so not in the image.
     assert_missing(&image, "/etc/slurm/slurm.conf");
     assert_missing(&image, "/etc/systemd/network/20-eth0.network");
