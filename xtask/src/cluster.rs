@@ -89,6 +89,10 @@ pub fn run(args: Args) -> Result<()> {
     let answer = cluster.srun_hostname(&names)?;
     println!("$ srun -N {} hostname", names.len());
     print!("{answer}");
+    println!(
+        "the head's seed disk, as it sees it: {}",
+        cluster.head_seed()?
+    );
     if args.fail_node {
         cluster.fail_last_node()?;
     }
@@ -188,6 +192,18 @@ impl Cluster {
 
     pub fn node_names(&self) -> Vec<String> {
         self.plan.nodes.iter().map(Guest::hostname).collect()
+    }
+
+    /// The head's seed disk as the guest sees it: its files, and the
+    /// munge key installed from it the same bytes as the host's.
+    pub fn head_seed(&self) -> Result<String> {
+        let files = self.on_head("ls /run/comosix/seed")?;
+        let seen = self.on_head("sha256sum < /run/comosix/munge.key")?;
+        let ours = stage::sha256_file(&self.plan.keys().join("munge.key"))?;
+        if seen.split_whitespace().next() != Some(ours.as_str()) {
+            bail!("the head's munge key is not the cluster's: {seen:?}, expected {ours}");
+        }
+        Ok(files.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 
     /// Boots one more node (number `i`) and times it from its start to its

@@ -46,6 +46,16 @@ fn a_head_and_two_nodes_run_jobs_and_survive_a_node_failure() {
         .take(2)
         .collect();
     assert_eq!(first, ["node-pc1", "node-pc2"], "{stdout}");
+    // The head read its seed disk: every file the daemon put there (the
+    // command also checks the munge key's bytes and pins the head's SSH
+    // host key from it).
+    assert!(
+        stdout.contains(
+            "the head's seed disk, as it sees it: authorized_keys comosix.env munge.key \
+             ssh_host_ed25519_key ssh_host_ed25519_key.pub"
+        ),
+        "{stdout}"
+    );
     // node-pc2 went down in the middle of a job; the next job ran on pc1.
     assert!(
         stdout.contains("node-pc2 powered off in the middle of job")
