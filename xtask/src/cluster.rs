@@ -525,14 +525,12 @@ impl Plan {
             .join("target/images")
             .join(image)
             .join(format!("{image}.ext4"));
-        let status = Command::new("cp")
-            .args(["--reflink=auto", "--sparse=always"])
-            .arg(&from)
-            .arg(to)
-            .status()?;
-        if !status.success() {
-            bail!("cannot copy {} ({status})", from.display());
-        }
+        checked(
+            Command::new("cp")
+                .args(["--reflink=auto", "--sparse=always"])
+                .arg(&from)
+                .arg(to),
+        )?;
         Ok(())
     }
 
@@ -597,15 +595,8 @@ impl Plan {
 
     fn check_disks(&self) -> Result<()> {
         for image in ["comosix-head", "comosix-node"] {
-            let disk = self.disk(image);
-            let out = Command::new("e2fsck").arg("-fn").arg(&disk).output()?;
-            if !out.status.success() {
-                bail!(
-                    "e2fsck -fn {} after the power-off: {}",
-                    disk.display(),
-                    String::from_utf8_lossy(&out.stdout).trim()
-                );
-            }
+            checked(Command::new("e2fsck").arg("-fn").arg(self.disk(image)))
+                .context("a disk is not clean after the power-off")?;
         }
         Ok(())
     }
@@ -850,15 +841,33 @@ impl Drop for Namespace {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output()?;
+    checked(Command::new("ip").args(args))?;
+    Ok(())
+}
+
+/// Runs `cmd` to its end; a failure names it and quotes what it said.
+fn checked(cmd: &mut Command) -> Result<std::process::Output> {
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !out.status.success() {
+        let said = if out.stderr.is_empty() {
+            &out.stdout
+        } else {
+            &out.stderr
+        };
         bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(said).trim()
         );
     }
-    Ok(())
+    Ok(out)
 }
 
 fn netns_exists() -> Result<bool> {
@@ -948,17 +957,11 @@ fn keygen(path: &Path, comment: &str) -> Result<()> {
     }
     std::fs::create_dir_all(path.parent().expect("a key file has a directory"))?;
     let _ = std::fs::remove_file(path);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ssh-keygen {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    checked(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+    )?;
     Ok(())
 }
 
