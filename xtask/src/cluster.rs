@@ -450,7 +450,9 @@ impl Plan {
             NodeRoot::Local => {
                 let disk = self.disk(&format!("node-pc{i}-local"));
                 sections.push_str(&format!("[cobd]\npath_0 = {}\n", disk.display()));
-                self.tokens(i + 1, &["root=/dev/cobd0", "ro"])
+                // The address as an NFS node gets it: by the kernel's DHCP.
+                let ip = format!("ip=::::{NODE_PREFIX}pc{i}:eth0:dhcp");
+                self.tokens(i + 1, &["root=/dev/cobd0", "ro", &ip])
             }
         };
         Guest {
