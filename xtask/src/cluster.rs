@@ -784,13 +784,12 @@ fn engine_rss_kib(daemon: u32) -> Result<u64> {
         children.push_str(&std::fs::read_to_string(task?.path().join("children"))?);
     }
     for pid in children.split_whitespace() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        if !status
-            .lines()
-            .any(|l| l.starts_with("Name:") && l.contains("qemu"))
-        {
+        // Its process name is the guest's (-name …,process=), its program QEMU.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+        if !exe.to_string_lossy().contains("qemu-system") {
             continue;
         }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         if let Some(kib) = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
