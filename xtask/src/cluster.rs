@@ -130,6 +130,8 @@ pub struct Cluster {
     head: Member,
     net: Namespace,
     ssh: Ssh,
+    /// When the head's daemon started (after the builds).
+    pub started: Instant,
     /// From the start of the boot: the head's SSH login answered.
     pub head_up: Duration,
     /// From the start of the boot: every node idle in Slurm.
@@ -176,6 +178,7 @@ impl Cluster {
             nodes,
             net,
             ssh,
+            started,
             head_up,
             joined: Duration::ZERO,
         };

@@ -21,11 +21,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let dir = stage::root().join(&args.dir);
     let _lock = cluster::lock(&dir)?;
-    let started = Instant::now();
     let mut cluster = Cluster::up(&dir, 1)?;
     let names = cluster.node_names();
     cluster.srun_hostname(&names)?;
-    let first_answer = started.elapsed();
+    let first_answer = cluster.started.elapsed();
     let (nfs_banner, nfs_joined) = cluster.boot_node(2, NodeRoot::Nfs)?;
     let (local_banner, local_joined) = cluster.boot_node(3, NodeRoot::Local)?;
     let srun_started = Instant::now();
@@ -34,7 +33,7 @@ pub fn run(args: Args) -> Result<()> {
     let head_rss = cluster.head_engine_rss_kib()?;
     let head_used = cluster.on_head("free -m | awk '/^Mem:/ {print $3}'")?;
 
-    println!("head + 1 node, from the start:");
+    println!("head + 1 node, from the head's start:");
     println!(
         "  head up (SSH answers)        {:6.1} s",
         cluster.head_up.as_secs_f64()
