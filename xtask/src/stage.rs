@@ -139,12 +139,14 @@ pub fn tool_version(program: &str) -> String {
 }
 
 /// Whether this process runs as root (installs, chroots, mounts).
-/// Runs another stage as `cargo xtask ARGS…` would, with its own progress
-/// and no-op check.
+/// Runs another stage as `cargo xtask ARGS…` would from the workspace's
+/// root (relative paths in ARGS are the repository's), with its own
+/// progress and no-op check.
 pub fn run_xtask(args: &[&str]) -> Result<()> {
     let xtask = std::env::current_exe()?;
     let status = Command::new(&xtask)
         .args(args)
+        .current_dir(root())
         .status()
         .with_context(|| format!("cannot run {}", xtask.display()))?;
     if !status.success() {
