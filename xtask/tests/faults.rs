@@ -240,14 +240,7 @@ fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
     let target = "x86_64-unknown-linux-gnu";
     let dest = root().join("target/runtime").join(target);
     let touched = root().join("runtime/daemon/src/lib.rs");
-    let prepare = || {
-        let _ = std::fs::remove_dir_all(&dest);
-        let file = std::fs::File::options()
-            .append(true)
-            .open(&touched)
-            .unwrap();
-        file.set_modified(std::time::SystemTime::now()).unwrap();
-    };
+    let prepare = || remove_and_touch(&dest, &touched);
     kill_and_rerun("runtime", &dest, &kill_points(3), &prepare, &|| {
         xtask(["runtime", "--target", target])
     });
@@ -375,14 +368,7 @@ fn kernel_killed_anywhere_then_rerun_gives_the_same_kernel() {
     std::fs::write(patches.join("series"), series).unwrap();
 
     let dest = t.path().join(arch);
-    let prepare = || {
-        let _ = std::fs::remove_dir_all(&dest);
-        let file = std::fs::File::options()
-            .append(true)
-            .open(&touched)
-            .unwrap();
-        file.set_modified(std::time::SystemTime::now()).unwrap();
-    };
+    let prepare = || remove_and_touch(&dest, &touched);
     let changed = || {
         let mut cmd = xtask(["kernel", "--arch", arch, "--patches"]);
         cmd.arg(&patches)
@@ -428,4 +414,12 @@ fn dist_killed_anywhere_then_rerun_gives_the_same_bundle() {
             cmd
         },
     );
+}
+
+/// Before each run: no published output, and `touched` newer than the last
+/// build, so that the stage has real work to be killed in.
+fn remove_and_touch(dest: &Path, touched: &Path) {
+    let _ = std::fs::remove_dir_all(dest);
+    let file = std::fs::File::options().append(true).open(touched).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
 }
