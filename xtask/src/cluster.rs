@@ -813,6 +813,14 @@ struct Namespace {
 impl Namespace {
     fn create() -> Result<Namespace> {
         if netns_exists()? {
+            // Left by a run that was killed, or in use by another cluster
+            // (one kept from another DIR): only an empty one goes.
+            let pids = checked(Command::new("ip").args(["netns", "pids", NETNS]))?;
+            if !pids.stdout.trim_ascii().is_empty() {
+                bail!(
+                    "the network namespace {NETNS} is in use by a running cluster; stop it with cargo xtask cluster --down [--dir DIR]"
+                );
+            }
             remove_netns()?;
         }
         ip(&["netns", "add", NETNS])?;
