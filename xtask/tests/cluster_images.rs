@@ -152,6 +152,9 @@ fn the_node_image_has_no_secret_and_boots_read_only_from_nfs() {
         "{slurmd}"
     );
     assert_missing(&image, "/etc/slurm/slurm.conf");
+    // A job's slurmstepd ignores SIGTERM: it must not hold a power-off.
+    let manager = cat(&image, "/etc/systemd/system.conf.d/comosix-node.conf");
+    assert!(manager.contains("DefaultTimeoutStopSec=10s"), "{manager}");
     let tmpfiles = cat(&image, "/etc/tmpfiles.d/comosix-node.conf");
     assert!(tmpfiles.contains("/var/lib/slurm/slurmd"), "{tmpfiles}");
 
