@@ -15,6 +15,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod wine;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot start {program}: {source} (is it installed? `cargo xtask setup` installs it)")]
@@ -47,6 +49,9 @@ pub enum Error {
         message: String,
         log: PathBuf,
     },
+    /// A tool the tests need is missing or failed to prepare.
+    #[error("{0}")]
+    Setup(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -108,23 +113,26 @@ impl Guest {
     /// Starts `program args…` (a QEMU command line whose serial console is
     /// on stdio) as the guest called `name`.
     pub fn start(name: &str, program: &str, args: &[String]) -> Result<Guest> {
+        let mut command = Command::new(program);
+        command.args(args);
+        Guest::spawn(name, command)
+    }
+
+    /// Starts `command` (its environment set, say for Wine) as the guest
+    /// called `name`; its stdio becomes the console.
+    pub fn spawn(name: &str, mut command: Command) -> Result<Guest> {
         let dir = log_dir();
         std::fs::create_dir_all(&dir)?;
         let log_path = dir.join(format!("{name}.log"));
         let log = Arc::new(Mutex::new(File::create(&log_path)?));
-        writeln!(
-            log.lock().expect("log lock"),
-            "$ {program} {}",
-            args.join(" ")
-        )?;
-        let mut child = Command::new(program)
-            .args(args)
+        writeln!(log.lock().expect("log lock"), "$ {command:?}")?;
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| Error::Spawn {
-                program: program.into(),
+                program: command.get_program().to_string_lossy().into_owned(),
                 source,
             })?;
         let (tx, lines) = mpsc::channel();

@@ -17,7 +17,6 @@ mod runtime;
 mod setup;
 mod stage;
 mod test;
-mod wine;
 
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@ use anyhow::Result;
 use xshell::{cmd, Shell};
 
 use crate::runtime::Target;
-use crate::wine::Wine;
+use harness::wine::Wine;
 
 /// Install the host dependencies (as `cargo xtask setup` does), run every
 /// test in the workspace (unit tests, the fuzz targets' seeds, and the

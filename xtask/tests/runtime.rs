@@ -2,13 +2,11 @@
 //! rebuild, and the Windows daemon starting under Wine. (`cargo xtask test`
 //! checks a clean rebuild with `runtime --verify-reproducible`.)
 
-#[path = "../src/wine.rs"]
-mod wine;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use harness::wine;
 use sha2::{Digest, Sha256};
 
 fn root() -> PathBuf {

@@ -12,9 +12,7 @@ use std::time::Instant;
 use colinux_packaging::authenticode::{self, AuthenticodeKeys};
 use colinux_packaging::nsis::{self, InstallerSpec};
 
-#[path = "../../../xtask/src/wine.rs"]
-#[allow(dead_code)]
-mod wine;
+use harness::wine;
 
 /// A fixed SOURCE_DATE_EPOCH: the signatures must not depend on the clock.
 const TIME: u64 = 1_700_000_000;
