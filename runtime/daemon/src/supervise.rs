@@ -458,7 +458,7 @@ impl Engine {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        own_process_group(&mut cmd, true);
+        own_process_group(&mut cmd);
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
@@ -486,6 +486,7 @@ impl Engine {
                 format!("cannot start {}: {e}", command.program.display()),
             )
         })?;
+        die_with_daemon(&child);
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let lines = stderr.clone();
         let pipe = child.stderr.take().expect("piped");
@@ -527,30 +528,109 @@ impl Engine {
 }
 
 /// Runs a child in its own process group, so that the terminal's Ctrl-C
-/// reaches only the daemon (which shuts the guest down properly). With
-/// `die_with_parent`, the kernel stops it if the daemon dies.
-fn own_process_group(cmd: &mut Command, die_with_parent: bool) {
+/// reaches only the daemon (which shuts the guest down properly). On
+/// Linux the kernel also stops it if the daemon dies (Windows:
+/// [`die_with_daemon`]).
+fn own_process_group(cmd: &mut Command) {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
         #[cfg(target_os = "linux")]
-        if die_with_parent {
-            // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
         }
     }
     #[cfg(windows)]
     {
         use std::os::windows::process::CommandExt;
-        let _ = die_with_parent;
         // CREATE_NEW_PROCESS_GROUP: Ctrl-C in the console is not delivered to it.
         cmd.creation_flags(0x0000_0200);
+    }
+}
+
+/// Windows has no parent-death signal: the child joins a job object that
+/// kills its processes when its last handle closes. The daemon holds that
+/// handle and never closes it, so Windows closes it when the daemon ends,
+/// however it ends (a kill from Task Manager too). Elsewhere a no-op
+/// (Linux: PR_SET_PDEATHSIG in [`own_process_group`]).
+fn die_with_daemon(child: &Child) {
+    #[cfg(windows)]
+    if let Err(e) = windows_job::adopt(child) {
+        tracing::warn!(
+            "pid {}: cannot tie it to the daemon ({e}); it would outlive a killed daemon",
+            child.id()
+        );
+    }
+    #[cfg(not(windows))]
+    let _ = child;
+}
+
+#[cfg(windows)]
+mod windows_job {
+    use std::os::windows::io::AsRawHandle;
+    use std::process::Child;
+    use std::sync::OnceLock;
+
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+        SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+        JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    };
+
+    /// The daemon's one job, as an address-sized integer (a HANDLE is a
+    /// pointer, which a static cannot hold).
+    static JOB: OnceLock<Result<usize, String>> = OnceLock::new();
+
+    fn job() -> Result<usize, String> {
+        JOB.get_or_init(|| {
+            // SAFETY: no security attributes and no name; the handle is checked.
+            let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+            if job.is_null() {
+                return Err(format!(
+                    "CreateJobObject: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // SAFETY: a zeroed limit structure is valid (no limits set).
+            let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+            limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+            // SAFETY: the pointer and size describe `limits`, which outlives the call.
+            let set = unsafe {
+                SetInformationJobObject(
+                    job,
+                    JobObjectExtendedLimitInformation,
+                    std::ptr::from_ref(&limits).cast(),
+                    std::mem::size_of_val(&limits) as u32,
+                )
+            };
+            if set == 0 {
+                return Err(format!(
+                    "SetInformationJobObject: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(job as usize)
+        })
+        .clone()
+    }
+
+    pub fn adopt(child: &Child) -> Result<(), String> {
+        let job = job()?;
+        // SAFETY: both handles are open: the job is never closed, and the
+        // child's handle lives as long as `child`.
+        let assigned = unsafe { AssignProcessToJobObject(job as _, child.as_raw_handle()) };
+        if assigned == 0 {
+            return Err(format!(
+                "AssignProcessToJobObject: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -694,9 +774,10 @@ impl Helpers {
         for (&index, exec) in &settings.exec {
             let mut cmd = Command::new(&exec.program);
             cmd.args(exec.argv()).stdin(Stdio::null());
-            own_process_group(&mut cmd, true);
+            own_process_group(&mut cmd);
             match cmd.spawn() {
                 Ok(child) => {
+                    die_with_daemon(&child);
                     tracing::info!(
                         "exec{index}: started {} (pid {})",
                         exec.program.display(),
