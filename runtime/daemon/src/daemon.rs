@@ -270,6 +270,8 @@ pub fn load(config: &[String]) -> Result<Settings, StartError> {
     settings
         .check_files()
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    engine::check_host_support(&settings)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
     Ok(settings)
 }
 

@@ -76,6 +76,9 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Cmdline(String),
+    /// `origin` is the place and token, like every config error.
+    #[error("{origin}: QEMU for Windows has no 9p file sharing (virtfs), so a host folder cannot be shared into the guest on a Windows host yet; copy files with scp through the slirp forward, or share the folder from Windows (SMB) and mount it with cifs in the guest")]
+    CofsOnWindows { origin: String },
     #[error("{program} not found {where_}: {hint}")]
     Missing {
         program: String,
@@ -96,6 +99,19 @@ const BRIDGE_INSTEAD: &str =
 const QEMU_HINT: &str = "install QEMU for Windows (qemu.org/download) and add it to PATH, or set qemu=C:\\path\\to\\qemu-system-i386.exe";
 #[cfg(not(windows))]
 const QEMU_HINT: &str = "install it with `apt-get install qemu-system-x86` (Debian/Ubuntu), or set qemu=/path/to/qemu-system-i386";
+
+/// Refuses what the engine on this host cannot do, before anything starts:
+/// so it is a config error (exit code 2), not an engine failure.
+pub fn check_host_support(settings: &Settings) -> Result<(), EngineError> {
+    if cfg!(windows) {
+        if let Some(share) = settings.cofs.values().next() {
+            return Err(EngineError::CofsOnWindows {
+                origin: share.origin.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// The QEMU binary's name for the guest's architecture.
 pub fn default_engine(arch: Arch) -> &'static str {
@@ -119,10 +135,10 @@ pub fn find_engine(settings: &Settings) -> Result<PathBuf, EngineError> {
     };
     found.ok_or_else(|| EngineError::Missing {
         program: wanted.display().to_string(),
-        where_: if wanted.components().count() > 1 {
-            "(no such file)".into()
-        } else {
-            "on PATH".into()
+        where_: match (&settings.qemu, wanted.components().count() > 1) {
+            (Some(q), true) => format!("(no such file, {})", q.origin.place),
+            (_, true) => "(no such file)".into(),
+            (_, false) => "on PATH".into(),
         },
         hint: QEMU_HINT,
     })
@@ -613,6 +629,23 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn cofs_is_refused_before_start_only_where_qemu_has_no_9p() {
+        let settings =
+            colinux_config::parse_str("kernel=vmlinuz cofs0=share", Path::new("/c/test.conf"))
+                .unwrap();
+        let checked = check_host_support(&settings);
+        if cfg!(windows) {
+            let message = checked.unwrap_err().to_string();
+            assert!(
+                message.contains("cofs0=share: QEMU for Windows has no 9p"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(checked, Ok(()));
+        }
     }
 
     #[test]
