@@ -489,8 +489,9 @@ impl Settings {
     /// Checks every path the guest needs, before anything starts, and
     /// reports all the problems at once, each with where it was written:
     /// kernel and initrd must be files, cobd paths files or block devices,
-    /// cofs paths directories; exec programs and `qemu=` only when they
-    /// contain a path separator (a bare name is searched in `PATH`).
+    /// cofs paths directories; exec programs only when they contain a path
+    /// separator (a bare name is searched in `PATH`). `qemu=` is the
+    /// daemon's to find: a missing engine has its own exit code.
     pub fn check_files(&self) -> Result<(), FileErrors> {
         let mut errors = Vec::new();
         let mut check = |path: &Path, origin: &Origin, want: Want| {
@@ -542,7 +543,6 @@ impl Settings {
             .exec
             .values()
             .map(|e| (&e.program, &e.origin))
-            .chain(self.qemu.iter().map(|q| (&q.value, &q.origin)))
             .filter(|(program, _)| has_separator(program));
         for (program, origin) in explicit_programs {
             check(program, origin, Want::File);
