@@ -103,6 +103,8 @@ pub fn xtask_ok(args: &[&str]) {
 pub struct Guest {
     name: String,
     child: Child,
+    /// The console's input: the child's stdin, or a terminal's master side.
+    input: Option<Box<dyn Write + Send>>,
     lines: Receiver<String>,
     log_path: PathBuf,
     /// Everything the console printed so far.
@@ -121,26 +123,59 @@ impl Guest {
     /// Starts `command` (its environment set, say for Wine) as the guest
     /// called `name`; its stdio becomes the console.
     pub fn spawn(name: &str, mut command: Command) -> Result<Guest> {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Guest::with_console(name, command, |child| {
+            let input: Box<dyn Write + Send> = Box::new(child.stdin.take().expect("piped"));
+            let outputs: Vec<Box<dyn Read + Send>> = vec![
+                Box::new(child.stdout.take().expect("piped")),
+                Box::new(child.stderr.take().expect("piped")),
+            ];
+            (input, outputs)
+        })
+    }
+
+    /// Starts `command` on a new pseudo-terminal, as from a user's
+    /// terminal: its stdin, stdout and stderr are the terminal, and the
+    /// console is the terminal's other side.
+    pub fn spawn_on_terminal(name: &str, mut command: Command) -> Result<Guest> {
+        let (master, slave) = open_terminal()?;
+        command
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave));
+        let reader = master.try_clone()?;
+        Guest::with_console(name, command, move |_| {
+            let input: Box<dyn Write + Send> = Box::new(master);
+            let outputs: Vec<Box<dyn Read + Send>> = vec![Box::new(reader)];
+            (input, outputs)
+        })
+    }
+
+    /// Spawns `command`, then reads the console from what `console` takes
+    /// of the child (or of the terminal) into the log and the transcript.
+    fn with_console(
+        name: &str,
+        mut command: Command,
+        console: impl FnOnce(&mut Child) -> (Box<dyn Write + Send>, Vec<Box<dyn Read + Send>>),
+    ) -> Result<Guest> {
         let dir = log_dir();
         std::fs::create_dir_all(&dir)?;
         let log_path = dir.join(format!("{name}.log"));
         let log = Arc::new(Mutex::new(File::create(&log_path)?));
         writeln!(log.lock().expect("log lock"), "$ {command:?}")?;
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                program: command.get_program().to_string_lossy().into_owned(),
-                source,
-            })?;
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            program: command.get_program().to_string_lossy().into_owned(),
+            source,
+        })?;
+        // The command holds the terminal's other side: ours must close, or
+        // reading never sees the end.
+        drop(command);
         let (tx, lines) = mpsc::channel();
         let transcript = Arc::new(Mutex::new(Vec::new()));
-        let outputs: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().expect("piped")),
-            Box::new(child.stderr.take().expect("piped")),
-        ];
+        let (input, outputs) = console(&mut child);
         for output in outputs {
             let (tx, log, transcript) = (tx.clone(), log.clone(), transcript.clone());
             std::thread::spawn(move || {
@@ -163,6 +198,7 @@ impl Guest {
         Ok(Guest {
             name: name.into(),
             child,
+            input: Some(input),
             lines,
             log_path,
             transcript,
@@ -171,16 +207,16 @@ impl Guest {
 
     /// Types `text` on the guest's console.
     pub fn send(&mut self, text: &str) -> Result<()> {
-        let Some(stdin) = self.child.stdin.as_mut() else {
+        let Some(input) = self.input.as_mut() else {
             return Err(self.fail("its input is closed"));
         };
-        stdin.write_all(text.as_bytes())?;
-        Ok(stdin.flush()?)
+        input.write_all(text.as_bytes())?;
+        Ok(input.flush()?)
     }
 
     /// Closes the console's input, as a user hanging up would.
     pub fn close_input(&mut self) {
-        self.child.stdin.take();
+        self.input.take();
     }
 
     pub fn pid(&self) -> u32 {
@@ -275,6 +311,28 @@ impl Drop for Guest {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A new pseudo-terminal: (master, slave).
+fn open_terminal() -> Result<(File, File)> {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the integers; no name,
+    // termios or window size is passed.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if opened != 0 {
+        return Err(Error::Io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    Ok(unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) })
 }
 
 /// Asserts that `e2fsck -fn` finds the ext filesystem in `image` clean,
@@ -512,6 +570,21 @@ mod tests {
         );
         let log = std::fs::read_to_string(g.log_path()).unwrap();
         assert!(log.contains("MARKER: ready") && log.contains("done"));
+    }
+
+    #[test]
+    fn a_guest_on_a_terminal_sees_one_and_reads_what_is_typed() {
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            "test -t 0 && test -t 1 && echo on-a-terminal; read x; echo got-$x",
+        ]);
+        let mut g = Guest::spawn_on_terminal("harness-terminal-test", sh).unwrap();
+        g.wait_for("on-a-terminal", Duration::from_secs(10))
+            .unwrap();
+        g.send("typed\n").unwrap();
+        g.wait_for("got-typed", Duration::from_secs(10)).unwrap();
+        assert!(g.wait_exit(Duration::from_secs(10)).unwrap().success());
     }
 
     #[test]

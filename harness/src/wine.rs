@@ -5,7 +5,8 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Error, Result};
 
@@ -71,6 +72,37 @@ impl Wine {
         let mut cmd = Command::new(WINE64);
         cmd.arg(exe).envs(self.env());
         cmd
+    }
+
+    /// Runs `command` (from [`Wine::command`]) to its end and returns what
+    /// it printed, collected through files, not pipes: Wine's server and
+    /// services, started by whichever program comes first, inherit that
+    /// program's stdio and outlive it while other programs run, so a pipe
+    /// would never see its end.
+    pub fn output(command: &mut Command) -> Result<Output> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let stem = std::env::temp_dir().join(format!(
+            "colinux-wine-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (out_path, err_path) = (stem.with_extension("out"), stem.with_extension("err"));
+        let status = command
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(&err_path)?)
+            .status();
+        let read = |path: &Path| {
+            let bytes = std::fs::read(path);
+            let _ = std::fs::remove_file(path);
+            bytes
+        };
+        let (stdout, stderr) = (read(&out_path)?, read(&err_path)?);
+        Ok(Output {
+            status: status?,
+            stdout,
+            stderr,
+        })
     }
 
     /// The prefix's `C:` drive, as a host directory.
