@@ -71,6 +71,8 @@ const STAGE_CODE: &str = concat!(
     include_str!("image/customize.rs"),
     include_str!("image/generate.rs"),
     include_str!("image/pack.rs"),
+    include_str!("image/firstboot/colinux-credentials.service"),
+    include_str!("image/firstboot/credentials"),
 );
 const BOOTSTRAP_CODE: &str = include_str!("image/bootstrap.rs");
 
@@ -470,14 +472,17 @@ fn credentials(args: &Args) -> Result<Credentials> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            generate::check_authorized_keys(&text)
-                .with_context(|| format!("--root-key {}", path.display()))?;
+            if let Err(why) = colinux_config::credentials::check_public_keys(&text) {
+                bail!("--root-key {}: {why}", path.display());
+            }
             Some(text)
         }
         None => None,
     };
     if let Some(hash) = &args.root_password_hash {
-        generate::check_password_hash(hash)?;
+        if let Err(why) = colinux_config::credentials::check_password_hash(hash) {
+            bail!("--root-password-hash: {why}");
+        }
     }
     Ok(Credentials {
         authorized_keys,

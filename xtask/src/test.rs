@@ -53,13 +53,19 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The workflows (actionlint, which runs shellcheck on their scripts) and
-/// the CI scripts (shellcheck): a broken release workflow is only found on a
-/// tag otherwise.
+/// The workflows (actionlint, which runs shellcheck on their scripts), the
+/// CI scripts and the scripts the images run (shellcheck): a broken release
+/// workflow is only found on a tag otherwise, a broken guest script only at
+/// a guest's boot.
 fn lint_ci(sh: &Shell) -> Result<()> {
     let actionlint = crate::setup::pypi_program("actionlint");
     cmd!(sh, "{actionlint} -no-color -oneline").run()?;
     cmd!(sh, "shellcheck .ci/run ci/test.sh ci/verify-dist.sh").run()?;
+    cmd!(
+        sh,
+        "shellcheck -s sh recipes/hooks/comosix.sh recipes/hooks/comosix-head.sh recipes/hooks/comosix-node.sh recipes/hooks/slim.sh recipes/overlays/comosix/usr/lib/comosix/seed xtask/src/image/firstboot/credentials"
+    )
+    .run()?;
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub(crate) enum Value {
     /// A token for the guest kernel, as it goes on its command line.
     KernelArg(String),
     Cluster(ClusterValue),
+    RootKey(PathBuf),
+    RootPasswordHash(String),
 }
 
 /// One cluster setting (`cluster=`, `cluster_head=`…, or the ini's `[cluster]`).
@@ -120,6 +122,8 @@ impl Builder {
             Value::Ignored(reason) => s.ignored.push(Ignored { reason, origin }),
             Value::Nfs(nfs) => s.nfs_root = at(nfs, &origin),
             Value::Service(name) => s.service = at(name, &origin),
+            Value::RootKey(path) => s.root_key = at(path, &origin),
+            Value::RootPasswordHash(hash) => s.root_password_hash = at(hash, &origin),
             Value::Cluster(value) => {
                 let c = &mut self.cluster;
                 match value {

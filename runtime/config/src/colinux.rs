@@ -247,6 +247,8 @@ enum Key {
     ClusterMunge,
     ClusterSshHost,
     ClusterRoot,
+    RootKey,
+    RootPasswordHash,
 }
 
 impl Key {
@@ -280,6 +282,8 @@ impl Key {
             Key::ClusterMunge => "munge.key",
             Key::ClusterSshHost => "ssh_host_ed25519_key",
             Key::ClusterRoot => "id_ed25519.pub",
+            Key::RootKey => "id_ed25519.pub",
+            Key::RootPasswordHash => "'$y$…' (mkpasswd -m yescrypt)",
         }
     }
 }
@@ -361,6 +365,8 @@ fn classify_as_written(name: &str) -> Result<Option<Key>, ErrorKind> {
         "cluster_munge_key" => Key::ClusterMunge,
         "cluster_ssh_host_key" => Key::ClusterSshHost,
         "cluster_root_key" => Key::ClusterRoot,
+        "root_key" => Key::RootKey,
+        "root_password_hash" => Key::RootPasswordHash,
         // Linux has no cluster_ parameters: a typo must not boot silently.
         _ if name.starts_with("cluster_") => {
             return Err(ErrorKind::UnknownClusterKey {
@@ -519,6 +525,12 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
         Key::ClusterMunge => Value::Cluster(ClusterValue::MungeKey(dir.join(&whole))),
         Key::ClusterSshHost => Value::Cluster(ClusterValue::SshHostKey(dir.join(&whole))),
         Key::ClusterRoot => Value::Cluster(ClusterValue::RootKey(dir.join(&whole))),
+        Key::RootKey => Value::RootKey(dir.join(&whole)),
+        Key::RootPasswordHash => {
+            crate::credentials::check_password_hash(&whole)
+                .map_err(|reason| ErrorKind::BadPasswordHash { reason })?;
+            Value::RootPasswordHash(whole)
+        }
         Key::Cobd(index) => Value::Cobd(index, dir.join(&whole)),
         Key::Scsi(index) => parse_scsi(index, &fields(), dir)?,
         Key::Cofs(index) => Value::Cofs(index, dir.join(&whole)),

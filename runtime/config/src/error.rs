@@ -43,13 +43,23 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// A `root_password_hash` token keeps its value out of every message
+    /// (a password given by mistake would be printed otherwise).
     pub fn new(place: Place, token: impl Into<String>) -> Self {
-        Origin {
-            place,
-            token: token.into(),
+        let mut token = token.into();
+        if token
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with(HIDDEN_KEY)
+        {
+            token = format!("{HIDDEN_KEY}=(not shown)");
         }
+        Origin { place, token }
     }
 }
+
+/// The key whose value no message shows.
+const HIDDEN_KEY: &str = "root_password_hash";
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,7 +172,7 @@ pub enum ErrorKind {
 
     // coMosix ini files.
     #[error(
-        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine], [service] or [cluster]",
+        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine], [service], [cluster] or [credentials]",
         one_line(name)
     )]
     IniUnknownSection { name: String },
@@ -175,7 +185,7 @@ pub enum ErrorKind {
     },
 
     #[error(
-        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service] or [cluster]"
+        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service], [cluster] or [credentials]"
     )]
     IniKeyOutsideSection,
 
@@ -191,6 +201,12 @@ pub enum ErrorKind {
         one_line(name)
     )]
     UnknownClusterKey { name: String },
+
+    #[error("{reason}")]
+    BadPasswordHash { reason: &'static str },
+
+    #[error("{}: {reason}", path.display())]
+    NotAPublicKey { path: PathBuf, reason: String },
 
     #[error("a cluster guest needs {missing} as well")]
     ClusterIncomplete { missing: &'static str },

@@ -42,6 +42,7 @@ enum Section {
     Engine,
     Service,
     Cluster,
+    Credentials,
 }
 
 /// The service a guest gets when `[service]` has no `name`.
@@ -104,6 +105,7 @@ pub(crate) fn parse(
                     cluster.header.get_or_insert_with(|| origin.clone());
                     Section::Cluster
                 }
+                "credentials" => Section::Credentials,
                 _ => {
                     return fail(ErrorKind::IniUnknownSection {
                         name: name.to_string(),
@@ -212,6 +214,20 @@ pub(crate) fn parse(
             },
             // Values are checked here, where their line is known; whether
             // they are all there, at the end.
+            Some(Section::Credentials) => match key.as_str() {
+                "root_key" if !value.is_empty() => {
+                    builder.add(Value::RootKey(dir.join(&value)), origin)?
+                }
+                "root_password_hash" if !value.is_empty() => {
+                    match crate::credentials::check_password_hash(&value) {
+                        Ok(()) => builder.add(Value::RootPasswordHash(value), origin)?,
+                        Err(reason) => return fail(ErrorKind::BadPasswordHash { reason }),
+                    }
+                }
+                // An installer's ini may leave a key empty: no credential.
+                "root_key" | "root_password_hash" => {}
+                _ => return unknown("credentials", "root_key or root_password_hash"),
+            },
             Some(Section::Cluster) => {
                 let located = Some((value.clone(), origin.clone()));
                 let checked = match key.as_str() {

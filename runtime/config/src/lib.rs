@@ -20,6 +20,7 @@
 mod builder;
 mod cluster;
 mod colinux;
+pub mod credentials;
 mod error;
 mod ini;
 mod lexer;

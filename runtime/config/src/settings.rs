@@ -422,6 +422,12 @@ pub struct Settings {
     pub service: Option<Located<String>>,
     /// A coMosix cluster guest (`cluster=…` keys or an ini's `[cluster]`).
     pub cluster: Option<Cluster>,
+    /// `root_key=`: a public key file for root's SSH login, handed to the
+    /// guest at its first start (DESIGN.md §13).
+    pub root_key: Option<Located<PathBuf>>,
+    /// `root_password_hash=`: a crypt(3) hash for root, likewise. Never
+    /// shown in messages or `describe`.
+    pub root_password_hash: Option<Located<String>>,
 }
 
 /// The memory a guest gets without `mem=`: a quarter of the host's RAM, at
@@ -539,6 +545,9 @@ impl Settings {
                 check(&path, origin, Want::Readable);
             }
         }
+        if let Some(key) = &self.root_key {
+            check(&key.value, &key.origin, Want::PublicKey);
+        }
         let explicit_programs = self
             .exec
             .values()
@@ -557,7 +566,19 @@ impl Settings {
     /// The resolved settings, one per line, in the config language with
     /// where each came from as a comment: what `colinux-daemon --dry-run`
     /// prints. With `host_ram_mb`, a default memory size is resolved too.
+    /// `root_password_hash` is said to be given, not shown.
     pub fn describe(&self, host_ram_mb: Option<u64>) -> String {
+        self.lines(host_ram_mb, false)
+    }
+
+    /// What [`Settings::describe`] prints, with `root_password_hash` in
+    /// it: a config file that reads back to these settings (the
+    /// installer's, written with the owner's permissions only).
+    pub fn to_config(&self) -> String {
+        self.lines(None, true)
+    }
+
+    fn lines(&self, host_ram_mb: Option<u64>, with_secrets: bool) -> String {
         let mut lines: Vec<(String, String)> = Vec::new();
         let mut add = |setting: String, note: String| lines.push((setting, note));
         let from = |origin: &Origin| origin.place.to_string();
@@ -699,6 +720,28 @@ impl Settings {
                 }
             }
         }
+        if let Some(key) = &self.root_key {
+            add(
+                format!("root_key={}", quote_path(&key.value)),
+                format!(
+                    "{}; handed to the guest at its first start",
+                    from(&key.origin)
+                ),
+            );
+        }
+        if let Some(hash) = &self.root_password_hash {
+            add(
+                if with_secrets {
+                    format!("root_password_hash={}", quote(&hash.value))
+                } else {
+                    "root_password_hash=(given, not shown)".into()
+                },
+                format!(
+                    "{}; handed to the guest at its first start",
+                    from(&hash.origin)
+                ),
+            );
+        }
         if let (Some(nfs), Some(args)) = (&self.nfs_root, self.nfs_kernel_args()) {
             add(
                 args.join(" "),
@@ -792,6 +835,8 @@ enum Want {
     File,
     /// A file this process can open for reading (a key file).
     Readable,
+    /// A readable OpenSSH public key file, never a private key.
+    PublicKey,
     /// A file or a block device.
     NotDir,
     Dir,
@@ -808,7 +853,7 @@ fn file_problem(path: &Path, want: Want) -> Option<ErrorKind> {
             error,
         }),
         Ok(meta) => match want {
-            Want::File | Want::Readable if !meta.is_file() => {
+            Want::File | Want::Readable | Want::PublicKey if !meta.is_file() => {
                 Some(ErrorKind::NotAFile { path: path_buf })
             }
             Want::Readable => fs::File::open(path)
@@ -817,6 +862,20 @@ fn file_problem(path: &Path, want: Want) -> Option<ErrorKind> {
                     path: path_buf,
                     error,
                 }),
+            Want::PublicKey => match fs::read(path) {
+                Err(error) => Some(ErrorKind::FileUnreadable {
+                    path: path_buf,
+                    error,
+                }),
+                Ok(bytes) => {
+                    crate::credentials::check_public_keys(&String::from_utf8_lossy(&bytes))
+                        .err()
+                        .map(|reason| ErrorKind::NotAPublicKey {
+                            path: path_buf,
+                            reason,
+                        })
+                }
+            },
             Want::NotDir if meta.is_dir() => Some(ErrorKind::NotAFile { path: path_buf }),
             Want::Dir if !meta.is_dir() => Some(ErrorKind::NotADirectory { path: path_buf }),
             _ => None,
