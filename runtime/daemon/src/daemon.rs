@@ -296,6 +296,8 @@ pub fn run(
         host_ram_mb,
         seed_disk: None,
         taps: Default::default(),
+        // Someone is there to answer: not a script's pipe or /dev/null.
+        console_attached: !cli.detached && std::io::IsTerminal::is_terminal(&std::io::stdin()),
     };
     let found = engine::find_engine(settings);
     if cli.dry_run {
@@ -316,11 +318,7 @@ pub fn run(
             })?;
         }
         // The seed is made (so its key files are read) but not written.
-        let seed = settings
-            .cluster
-            .as_ref()
-            .map(|cluster| SeedDisk::for_cluster(name, cluster))
-            .transpose()
+        let seed = SeedDisk::for_guest(name, settings)
             .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
         let plan = Plan {
             seed_disk: seed

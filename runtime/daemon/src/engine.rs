@@ -33,6 +33,10 @@ pub struct Plan {
     /// Linux: the open tap descriptor of each `ethN=pcap-bridge,…`
     /// (`tap.rs`), which QEMU inherits. Empty in a dry run.
     pub taps: BTreeMap<u8, i32>,
+    /// Someone is at the console (not `-d`, not a service, and the
+    /// daemon's input is a terminal): the guest's first boot may ask there
+    /// for a root password.
+    pub console_attached: bool,
 }
 
 /// The program and its arguments, one per element.
@@ -47,6 +51,11 @@ pub struct EngineCommand {
 /// What the guest kernel needs from us on its command line, before the
 /// user's own parameters (which come last and so can override).
 pub const DAEMON_KERNEL_ARGS: &[&str] = &["console=ttyS0"];
+
+/// Added when the console is attached: the stock images' first boot asks
+/// for a root password only then (a module-style parameter, so the kernel
+/// neither warns about it nor hands it to init).
+pub const CONSOLE_ATTACHED_ARG: &str = "colinux.console=attached";
 
 /// `ttysN` becomes the guest's `ttyS(N+1)`: ttyS0 is the console, and the
 /// pc machine has four ISA serial ports.
@@ -99,6 +108,14 @@ const BRIDGE_INSTEAD: &str =
 const QEMU_HINT: &str = "install QEMU for Windows (qemu.org/download) and add it to PATH, or set qemu=C:\\path\\to\\qemu-system-i386.exe";
 #[cfg(not(windows))]
 const QEMU_HINT: &str = "install it with `apt-get install qemu-system-x86` (Debian/Ubuntu), or set qemu=/path/to/qemu-system-i386";
+
+fn daemon_kernel_args(plan: &Plan) -> Vec<&'static str> {
+    let mut args = DAEMON_KERNEL_ARGS.to_vec();
+    if plan.console_attached {
+        args.push(CONSOLE_ATTACHED_ARG);
+    }
+    args
+}
 
 /// Refuses what the engine on this host cannot do, before anything starts:
 /// so it is a config error (exit code 2), not an engine failure.
@@ -177,7 +194,7 @@ pub fn engine_command(
         tracing::warn!("{note}");
     }
     let cmdline = settings
-        .kernel_cmdline(DAEMON_KERNEL_ARGS)
+        .kernel_cmdline(&daemon_kernel_args(plan))
         .map_err(|e| EngineError::Cmdline(e.to_string()))?;
 
     a.push([
@@ -609,6 +626,7 @@ mod tests {
             host_ram_mb: 4096,
             seed_disk: None,
             taps: BTreeMap::new(),
+            console_attached: false,
         }
     }
 
@@ -629,6 +647,28 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn an_attached_console_is_said_on_the_kernel_command_line() {
+        let settings =
+            colinux_config::parse_str("kernel=k root=/dev/cobd0", Path::new("/c/t.conf")).unwrap();
+        let qmp = QmpEndpoint::Unix("/run/q.sock".into());
+        let append = |console_attached| {
+            let plan = Plan {
+                console_attached,
+                ..plan()
+            };
+            let args = engine_command(&settings, &plan, &qmp, "qemu".into())
+                .unwrap()
+                .args;
+            values(&args, "-append")[0].to_string()
+        };
+        assert_eq!(
+            append(true),
+            "console=ttyS0 colinux.console=attached root=/dev/cobd0"
+        );
+        assert_eq!(append(false), "console=ttyS0 root=/dev/cobd0");
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn config_text(settings: &Settings, ini: &Path) -> String {
         );
     }
     text.push('\n');
-    text.push_str(&settings.describe(None));
+    text.push_str(&settings.to_config());
     text
 }
 

@@ -1,6 +1,7 @@
-//! The seed disk (DESIGN.md §12): a small FAT volume that carries what
+//! The seed disk (DESIGN.md §12, §13): a small FAT volume that carries what
 //! differs per guest and every secret (hostname, the cluster's munge key,
-//! SSH host keys kept per node, root's SSH key), so images carry none.
+//! SSH host keys kept per node, root's SSH key and password hash), so
+//! images carry none.
 //!
 //! FAT because every host reads and writes it without tools, and because
 //! Linux mounts it from the earliest point of boot. The volume is written
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 use std::path::Path;
 
-use colinux_config::Cluster;
+use colinux_config::{Cluster, Settings};
 
 /// The label the guest looks for (`/dev/disk/by-label/COSEED`).
 pub const LABEL: &str = "COSEED";
@@ -92,6 +93,32 @@ impl SeedDisk {
             seed.insert("authorized_keys", read(&root_key.value)?)?;
         }
         Ok(seed)
+    }
+
+    /// The seed `settings` ask for, if any: a cluster guest's, and root's
+    /// credentials for its first start (`root_key=` as `authorized_keys`,
+    /// which the cluster's images read too, and `root_password_hash=` as
+    /// `root_password_hash`). The stock images' first-boot unit applies
+    /// them once (recipes/README.md).
+    pub fn for_guest(name: &str, settings: &Settings) -> Result<Option<SeedDisk>, Error> {
+        let mut seed = match &settings.cluster {
+            Some(cluster) => SeedDisk::for_cluster(name, cluster)?,
+            None if settings.root_key.is_none() && settings.root_password_hash.is_none() => {
+                return Ok(None)
+            }
+            None => SeedDisk::new(name),
+        };
+        if let Some(key) = &settings.root_key {
+            let keys = std::fs::read(&key.value).map_err(|source| Error::Read {
+                path: key.value.display().to_string(),
+                source,
+            })?;
+            seed.insert("authorized_keys", keys)?;
+        }
+        if let Some(hash) = &settings.root_password_hash {
+            seed.insert("root_password_hash", format!("{}\n", hash.value))?;
+        }
+        Ok(Some(seed))
     }
 
     /// The files, by name, with their contents.
@@ -327,6 +354,34 @@ mod tests {
             err.contains("cannot read") && err.contains("host.pub"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_guest_with_credentials_gets_a_seed_and_one_without_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("me.pub"), "ssh-ed25519 AAAA me\n").unwrap();
+        let settings = |text: &str| colinux_config::parse_str(text, &d.join("g.conf")).unwrap();
+        assert!(SeedDisk::for_guest("g", &settings("kernel=k"))
+            .unwrap()
+            .is_none());
+        let seed = SeedDisk::for_guest(
+            "g",
+            &settings("kernel=k root_key=me.pub root_password_hash=$6$salt$hash"),
+        )
+        .unwrap()
+        .unwrap();
+        let bytes = seed.to_bytes().unwrap();
+        assert_eq!(
+            read(bytes.clone(), "authorized_keys"),
+            b"ssh-ed25519 AAAA me\n"
+        );
+        assert_eq!(read(bytes, "root_password_hash"), b"$6$salt$hash\n");
+        let hash_only = SeedDisk::for_guest("g", &settings("kernel=k root_password_hash=$6$s$h"))
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = hash_only.files().map(|(n, _)| n).collect();
+        assert_eq!(names, ["root_password_hash"]);
     }
 
     #[test]

@@ -165,10 +165,11 @@ pub fn run(
     engine::create_scsi_images(settings)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
     // In the runtime directory: it goes with the directory at exit.
-    if let Some(cluster) = &settings.cluster {
+    let seed = SeedDisk::for_guest(&opts.name, settings)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    if let Some(seed) = seed {
         let path = dir.join(seed::FILE_NAME);
-        SeedDisk::for_cluster(&opts.name, cluster)
-            .and_then(|seed| seed.write_to(&path))
+        seed.write_to(&path)
             .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
         plan.seed_disk = Some(path);
     }
