@@ -1,6 +1,7 @@
 //! `cargo xtask bench runtime`: boot time to the login banner under
-//! colinux-daemon vs the same engine command line run by hand, the
-//! daemon's memory, `pc` vs `microvm`, and the driver probe's cost.
+//! colinux-daemon vs the same engine command line run by hand, and vs the
+//! Windows path (`colinux-daemon.exe` under Wine with the Windows engine),
+//! the daemons' memory, `pc` vs `microvm`, and the driver probe's cost.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,17 +51,29 @@ pub fn run(args: Args) -> Result<()> {
     }
     let plain = plain_engine(&String::from_utf8_lossy(&dry.stdout))?;
 
+    let windows = windows_daemon(&dir, &conf)?;
     let (mut with_daemon, mut by_hand, mut rss_kib) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut on_windows, mut windows_rss_kib) = (Vec::new(), Vec::new());
     for run in 1..=args.runs {
-        // Alternate which goes first, so that drift hits both alike.
-        for daemon_turn in [run % 2 == 1, run % 2 == 0] {
+        // Rotate which goes first, so that drift hits all alike.
+        let mut turns = [Turn::Daemon, Turn::Plain, Turn::Windows];
+        turns.rotate_left(run as usize % 3);
+        for turn in turns {
             copy_image(&image, &dir)?;
-            if daemon_turn {
+            if turn == Turn::Windows {
+                let (secs, rss) = boot(windows.command(), &dir, Stop::Interrupt, BOOT_TIMEOUT)?;
+                println!(
+                    "run {run}: colinux-daemon.exe under Wine {secs:.1} s to the login banner, its peak RSS {} KiB",
+                    rss.unwrap_or(0)
+                );
+                on_windows.push(secs);
+                windows_rss_kib.extend(rss);
+            } else if turn == Turn::Daemon {
                 let mut cmd = Command::new(&daemon);
                 cmd.arg("--name")
                     .arg("bench")
                     .arg(format!("@{}", conf.display()));
-                let (secs, rss) = boot(cmd, &dir, true, BOOT_TIMEOUT)?;
+                let (secs, rss) = boot(cmd, &dir, Stop::Terminate, BOOT_TIMEOUT)?;
                 println!(
                     "run {run}: colinux-daemon {secs:.1} s to the login banner, daemon peak RSS {} KiB",
                     rss.unwrap_or(0)
@@ -70,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
             } else {
                 let mut cmd = Command::new(&plain.0);
                 cmd.args(&plain.1).current_dir(&dir);
-                let (secs, _) = boot(cmd, &dir, false, BOOT_TIMEOUT)?;
+                let (secs, _) = boot(cmd, &dir, Stop::Kill, BOOT_TIMEOUT)?;
                 println!("run {run}: plain qemu     {secs:.1} s to the login banner");
                 by_hand.push(secs);
             }
@@ -80,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
     copy_image(&image, &dir)?;
     let mut cmd = Command::new(&plain.0);
     cmd.args(microvm(&plain.1)).current_dir(&dir);
-    let microvm = boot(cmd, &dir, false, MICROVM_TIMEOUT).map(|(secs, _)| secs);
+    let microvm = boot(cmd, &dir, Stop::Kill, MICROVM_TIMEOUT).map(|(secs, _)| secs);
 
     // The probe itself is measured in runtime/driver (README); this is
     // what a user pays for --status-driver once the boot's probe is cached.
@@ -97,9 +110,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     let (d, p) = (median(&mut with_daemon), median(&mut by_hand));
     println!("\nlogin banner, median of {}: colinux-daemon {d:.1} s, plain qemu {p:.1} s: {:+.1}% ({:.3}x)", args.runs, (d / p - 1.0) * 100.0, d / p);
+    let w = median(&mut on_windows);
     println!(
-        "daemon peak RSS: max {} KiB",
-        rss_kib.iter().max().unwrap_or(&0)
+        "login banner, median of {}: colinux-daemon.exe under Wine {w:.1} s against colinux-daemon {d:.1} s ({:.3}x)",
+        args.runs,
+        w / d
+    );
+    println!(
+        "daemon peak RSS: max {} KiB; colinux-daemon.exe under Wine (Wine's own share included): max {} KiB",
+        rss_kib.iter().max().unwrap_or(&0),
+        windows_rss_kib.iter().max().unwrap_or(&0)
     );
     match microvm {
         Ok(secs) => println!("microvm: {secs:.1} s to the login banner (pc by hand: {p:.1} s)"),
@@ -107,6 +127,62 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("colinux-daemon --status-driver with this boot's cached probe: {:.1} ms (process start included)", warm * 1000.0);
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Daemon,
+    Plain,
+    Windows,
+}
+
+/// The Windows path: the runtime stage's `colinux-daemon.exe` under Wine,
+/// with the Windows engine setup fetched, booting the same guest.
+struct WindowsDaemon {
+    wine: harness::wine::Wine,
+    daemon: PathBuf,
+    args: Vec<String>,
+}
+
+impl WindowsDaemon {
+    fn command(&self) -> Command {
+        let mut cmd = self.wine.command(&self.daemon);
+        cmd.args(&self.args);
+        cmd
+    }
+}
+
+fn windows_daemon(dir: &Path, conf: &Path) -> Result<WindowsDaemon> {
+    use harness::wine::{z_path, Wine, WINDOWS_ENGINE};
+    let windows = crate::runtime::Target::Windows.triple();
+    let status = Command::new(std::env::current_exe()?)
+        .args(["runtime", "--target", windows])
+        .status()?;
+    if !status.success() {
+        bail!("cargo xtask runtime --target {windows} failed");
+    }
+    let engine = WINDOWS_ENGINE.program();
+    if !engine.is_file() {
+        bail!(
+            "{}: the Windows engine is missing; `cargo xtask setup` fetches it",
+            engine.display()
+        );
+    }
+    Ok(WindowsDaemon {
+        wine: Wine::prepare(&stage::cache_dir())?,
+        daemon: stage::root()
+            .join("target/runtime")
+            .join(windows)
+            .join("colinux-daemon.exe"),
+        // The same config, with the Windows engine and the disk as Z: paths.
+        args: vec![
+            "--name".into(),
+            "bench-windows".into(),
+            format!("--cwd={}", z_path(dir)),
+            format!("qemu={}", z_path(&engine)),
+            format!("@{}", z_path(conf)),
+        ],
+    })
 }
 
 /// The daemon users get, and a config booting a copy of the debian image
@@ -222,14 +298,20 @@ fn microvm(pc_args: &[String]) -> Vec<String> {
     out
 }
 
+/// How a boot is ended once its banner is seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A daemon: SIGTERM, and it powers the guest off.
+    Terminate,
+    /// A daemon under Wine: SIGINT, which Wine makes a Ctrl-C event.
+    Interrupt,
+    /// A plain engine.
+    Kill,
+}
+
 /// Boots until the marker, then stops the guest; returns the seconds to
-/// the marker and, for the daemon, its resident memory then.
-fn boot(
-    mut cmd: Command,
-    dir: &Path,
-    is_daemon: bool,
-    timeout: Duration,
-) -> Result<(f64, Option<u64>)> {
+/// the marker and, for a daemon, its resident memory then.
+fn boot(mut cmd: Command, dir: &Path, how: Stop, timeout: Duration) -> Result<(f64, Option<u64>)> {
     let log = std::fs::File::create(dir.join("boot.log"))?;
     let start = Instant::now();
     let mut child = cmd
@@ -249,12 +331,10 @@ fn boot(
     });
     let seen = rx.recv_timeout(timeout).is_ok();
     let secs = start.elapsed().as_secs_f64();
-    let rss = if is_daemon {
-        peak_rss_kib(child.id())
-    } else {
-        None
-    };
-    stop(&mut child, is_daemon);
+    let rss = (how != Stop::Kill)
+        .then(|| peak_rss_kib(child.id()))
+        .flatten();
+    stop(&mut child, how);
     if !seen {
         bail!(
             "no {MARKER:?} within {} s (log: {})",
@@ -277,12 +357,17 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// The daemon powers the guest off (SIGTERM); a plain engine is killed.
-fn stop(child: &mut Child, is_daemon: bool) {
-    if is_daemon {
+/// A daemon powers the guest off; a plain engine is killed.
+fn stop(child: &mut Child, how: Stop) {
+    let signal = match how {
+        Stop::Terminate => Some(libc::SIGTERM),
+        Stop::Interrupt => Some(libc::SIGINT),
+        Stop::Kill => None,
+    };
+    if let Some(signal) = signal {
         // SAFETY: kill has no memory effects.
         unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(child.id() as libc::pid_t, signal);
         }
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
