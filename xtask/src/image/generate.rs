@@ -120,9 +120,12 @@ pub fn fstab(name: &str) -> String {
         "# /etc/fstab of the {name} image, made by cargo xtask image.
 # coLinux disks are /dev/cobd0 … /dev/cobd31 (cobdN=FILE in the daemon's
 # config); shared host folders are cofs0 … cofs31 (cofsN=DIR).
+# The root grows to fill a larger cobd0 at boot (x-systemd.growfs), and
+# what the guest frees goes back to the host's sparse file at once
+# (discard: QEMU punches a hole in the file).
 #
-# <device>     <mount point>  <type>  <options>                   <dump> <pass>
-/dev/cobd0     /              ext4    defaults,errors=remount-ro  0      1
+# <device>     <mount point>  <type>  <options>                                           <dump> <pass>
+/dev/cobd0     /              ext4    defaults,errors=remount-ro,discard,x-systemd.growfs  0      1
 # A swap file given as cobd1=swap.img (make it with mkswap /dev/cobd1):
 #/dev/cobd1    none           swap    sw                          0      0
 # A host folder given as cofs0=C:\\shared or cofs0=/srv/shared:
@@ -228,7 +231,7 @@ mod tests {
                 "/dev/cobd0",
                 "/",
                 "ext4",
-                "defaults,errors=remount-ro",
+                "defaults,errors=remount-ro,discard,x-systemd.growfs",
                 "0",
                 "1"
             ]
