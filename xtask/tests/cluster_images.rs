@@ -101,6 +101,10 @@ fn assert_no_secret_and_seeded(image: &Path, label: &str) {
     // No first-boot key making: the host key is the seed's.
     assert_missing(image, "/etc/systemd/system/colinux-firstboot.service");
     assert!(!ls(image, "/etc/systemd/system/multi-user.target.wants").contains("firstboot"));
+    // Nor the stock images' credentials unit: comosix-seed installs root's key.
+    assert_missing(image, "/etc/systemd/system/colinux-credentials.service");
+    assert_missing(image, "/usr/lib/colinux/credentials");
+    assert!(!ls(image, "/etc/systemd/system/multi-user.target.wants").contains("credentials"));
     assert!(ls(image, "/etc/systemd/system/sysinit.target.wants").contains("comosix-seed.service"));
     let seed = cat(image, "/etc/systemd/system/comosix-seed.service");
     assert!(seed.contains("ExecStart=/usr/lib/comosix/seed"), "{seed}");

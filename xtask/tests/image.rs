@@ -165,6 +165,10 @@ fn assert_clean_locked_without_identity(dir: &Path, name: &str) {
 
     let wants = debugfs(&image, "ls /etc/systemd/system/multi-user.target.wants");
     assert!(wants.contains("colinux-firstboot.service"), "{wants}");
+    // Root's login comes at the first start, from the daemon's seed disk.
+    assert!(wants.contains("colinux-credentials.service"), "{wants}");
+    let script = debugfs(&image, "stat /usr/lib/colinux/credentials");
+    assert!(script.contains("Mode:  0755"), "{script}");
     let gettys = debugfs(&image, "ls /etc/systemd/system/getty.target.wants");
     assert!(gettys.contains("serial-getty@ttyS0.service"), "{gettys}");
     assert!(!gettys.contains("getty@tty1"), "{gettys}");
