@@ -53,6 +53,7 @@ enum Stage {
 }
 
 fn main() -> ExitCode {
+    colinux_daemon::closed_pipe::quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.stage {

@@ -2,6 +2,7 @@
 //! console, and its services (DESIGN.md §6).
 
 pub mod attach;
+pub mod closed_pipe;
 pub mod console;
 pub mod daemon;
 pub mod engine;

@@ -1,3 +1,4 @@
 fn main() -> std::process::ExitCode {
+    colinux_daemon::closed_pipe::quiet_on_closed_pipe();
     std::process::ExitCode::from(colinux_daemon::daemon::main(std::env::args_os().collect()))
 }
