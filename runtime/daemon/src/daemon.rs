@@ -22,7 +22,9 @@ cobdN= (hdXN=/sdXN= aliases) scsiN=disk|cdrom,FILE[,SIZE[,grow]]
 ethN=slirp|tuntap|pcap-bridge|ndis-bridge cofsN= ttysN= execN= cocon= color=
 cursor=, and for a coMosix cluster guest cluster=head|node cluster_hostname=
 cluster_head= cluster_network= cluster_munge_key= cluster_ssh_host_key=
-cluster_root_key= (its seed disk is made from them); anything else goes to the
+cluster_root_key= (its seed disk is made from them), root_key=FILE (a public key)
+root_password_hash=HASH (crypt(3)) for root's login, handed to the guest on a
+seed disk at its first start; anything else goes to the
 guest kernel's command line, except a botched key (cobd1x=, ethX=, ETH0=),
 which is an error. On Linux, ethN=pcap-bridge,BRIDGE adds a tap to the host
 bridge BRIDGE (needs CAP_NET_ADMIN).
@@ -113,6 +115,26 @@ pub struct Cli {
     /// Where --from-ini writes the config file (replaced atomically; nothing is written on an error)
     #[arg(long, value_name = "OUT", requires = "from_ini")]
     pub write_config: Option<PathBuf>,
+
+    /// Create the guest NAME from the shipped image (or --image): its own disk and its config (SSH forwarded from a free port on 127.0.0.1, CONFIG tokens such as root_key=FILE added), then print how to start and reach it
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["install_service", "remove_service", "from_ini", "dry_run"])]
+    pub create: Option<String>,
+
+    /// For --create: the image to unpack, an .ext4 or its .ext4.zst [default: the installed debian image]
+    #[arg(long, value_name = "FILE", requires = "create")]
+    pub image: Option<PathBuf>,
+
+    /// For --create: the disk's size, such as 20G (the guest grows its root filesystem into it at boot) [default: the image's]
+    #[arg(long, value_name = "SIZE", requires = "create")]
+    pub size: Option<String>,
+
+    /// For --create: where the disk and config go [default: /var/lib/colinux and /etc/colinux as root, else ~/.local/share/colinux; %ProgramData%\coLinux on Windows]
+    #[arg(long, value_name = "DIR", requires = "create")]
+    pub data_dir: Option<PathBuf>,
+
+    /// For --create: replace the guest of that name, its disk too
+    #[arg(long, requires = "create")]
+    pub force: bool,
 
     /// Work from DIR (services start elsewhere; relative config paths keep their meaning)
     #[arg(long, value_name = "DIR", hide = true)]
@@ -220,6 +242,21 @@ fn dispatch(cli: Cli) -> Result<u8, StartError> {
     if let (Some(ini), Some(out)) = (&cli.from_ini, &cli.write_config) {
         return crate::from_ini::write_config(&cli.config, ini, out).map(|stdout| {
             print!("{stdout}");
+            0
+        });
+    }
+    if let Some(name) = &cli.create {
+        host::check_name(name).map_err(|m| StartError::new(exit::CONFIG, m))?;
+        let request = crate::create::Request {
+            name,
+            image: cli.image.as_deref(),
+            size: cli.size.as_deref(),
+            data_dir: cli.data_dir.as_deref(),
+            force: cli.force,
+            config: &cli.config,
+        };
+        return crate::create::create(&request).map(|text| {
+            print!("{text}");
             0
         });
     }

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod closed_pipe;
 pub mod console;
+pub mod create;
 pub mod daemon;
 pub mod engine;
 pub mod from_ini;
