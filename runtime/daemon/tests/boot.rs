@@ -13,62 +13,20 @@
 //! and a guest that never powers off (exit code 6 at the timeout).
 #![cfg(target_os = "linux")]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{assert_fsck_clean, free_port, scaled, workspace_root, xtask_ok, Guest};
+use common::{
+    artifacts, root_with_checks, run, scratch_written, ssh_banner, wait_seen, BOOT, POWER_OFF,
+};
+use harness::{assert_fsck_clean, free_port, scaled, Guest};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_colinux-daemon");
 const CONSOLE: &str = env!("CARGO_BIN_EXE_colinux-console");
-
-/// Generous: a systemd boot under TCG takes about 35 s here.
-const BOOT: Duration = Duration::from_secs(240);
-const POWER_OFF: Duration = Duration::from_secs(120);
-
-/// The kernel and the stock debian image, built (or found up to date) once.
-fn artifacts() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        xtask_ok(&["kernel", "--arch", "i386"]);
-        xtask_ok(&["image", "--distro", "debian"]);
-        (
-            workspace_root().join("target/kernel/i386/bzImage"),
-            workspace_root().join("target/images/debian/debian.ext4"),
-        )
-    })
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The guest's checks, run as a unit once the system is up.
-const CHECKS: &str = r#"#!/bin/sh
-say() { echo "E2E: $*" > /dev/console; }
-say started
-printf 'colinux-e2e-scratch-data' | dd of=/dev/cobd1 bs=512 conv=sync,fsync 2>/dev/null && say "scratch written"
-mkdir -p /mnt/host
-if mount -t cofs cofs0 /mnt/host; then
-    say "cofs read: $(cat /mnt/host/hello.txt)"
-    echo written-by-guest > /mnt/host/from-guest.txt
-fi
-say "devices: $(stat -c '%n=%t:%T' /dev/cobd0 /dev/cobd1 | tr '\n' ' ')"
-say done
-"#;
-
-const UNIT: &str = "[Unit]\nDescription=colinux-daemon end-to-end checks\nAfter=local-fs.target\n\n\
-[Service]\nType=oneshot\nExecStart=/usr/local/sbin/colinux-e2e\n\n[Install]\nWantedBy=multi-user.target\n";
 
 /// A guest directory: a copy of the image with the checks in it, a scratch
 /// disk, a host folder, and `test.conf` naming them with relative paths.
@@ -79,36 +37,10 @@ struct GuestDir {
 
 impl GuestDir {
     fn new() -> GuestDir {
-        let (kernel, image) = artifacts();
+        let (kernel, _) = artifacts();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        run(
-            "cp",
-            &[
-                "--sparse=always",
-                image.to_str().unwrap(),
-                p.join("root.ext4").to_str().unwrap(),
-            ],
-        );
-        std::fs::write(p.join("colinux-e2e"), CHECKS).unwrap();
-        std::fs::write(p.join("colinux-e2e.service"), UNIT).unwrap();
-        let commands = format!(
-            "write {dir}/colinux-e2e /usr/local/sbin/colinux-e2e\n\
-             set_inode_field /usr/local/sbin/colinux-e2e mode 0100755\n\
-             write {dir}/colinux-e2e.service /etc/systemd/system/colinux-e2e.service\n\
-             symlink /etc/systemd/system/multi-user.target.wants/colinux-e2e.service /etc/systemd/system/colinux-e2e.service\n",
-            dir = p.display()
-        );
-        std::fs::write(p.join("debugfs.cmds"), commands).unwrap();
-        run(
-            "debugfs",
-            &[
-                "-w",
-                "-f",
-                p.join("debugfs.cmds").to_str().unwrap(),
-                p.join("root.ext4").to_str().unwrap(),
-            ],
-        );
+        root_with_checks(&p.join("root.ext4"));
         std::fs::File::create(p.join("scratch.img"))
             .unwrap()
             .set_len(64 << 20)
@@ -153,38 +85,6 @@ impl GuestDir {
         all.extend(args.iter().map(|a| a.to_string()));
         all.push(format!("@{}", self.path("test.conf").display()));
         Guest::start(log_name, DAEMON, &all).unwrap()
-    }
-}
-
-/// Reads the guest's SSH banner through the slirp redirect, retrying while
-/// sshd starts.
-fn ssh_banner(port: u16) -> String {
-    let deadline = Instant::now() + scaled(Duration::from_secs(60));
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut buf = [0u8; 64];
-            if let Ok(n) = stream.read(&mut buf) {
-                if n > 0 {
-                    return String::from_utf8_lossy(&buf[..n]).into_owned();
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SSH banner on host port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Waits for `marker` unless an earlier wait already read past it (the
-/// login banner and the checks' output race each other).
-fn wait_seen(guest: &mut Guest, marker: &str, timeout: Duration) {
-    if !guest.transcript().iter().any(|l| l.contains(marker)) {
-        guest.wait_for(marker, timeout).unwrap();
     }
 }
 
@@ -298,13 +198,8 @@ fn boots_with_disks_share_and_redirect_then_sigterm_powers_off_cleanly() {
         helper.trim()
     );
 
-    let mut scratch = vec![0u8; 24];
-    std::fs::File::open(g.path("scratch.img"))
-        .unwrap()
-        .read_exact(&mut scratch)
-        .unwrap();
-    assert_eq!(
-        scratch, b"colinux-e2e-scratch-data",
+    assert!(
+        scratch_written(&g.path("scratch.img")),
         "what the guest wrote to /dev/cobd1"
     );
     assert_eq!(
@@ -494,6 +389,13 @@ fn a_detached_console_attaches_refuses_a_second_detaches_and_reattaches() {
 
     let mut first = Guest::start("console-first", CONSOLE, &[name.into()]).unwrap();
     first.wait_for("E2E: done", BOOT).unwrap();
+    // No credentials and nobody at a terminal: the boot says how to add
+    // them, and goes on to the login prompt without waiting.
+    wait_seen(
+        &mut first,
+        "nobody can log in yet: give the daemon root_key=FILE",
+        BOOT,
+    );
     wait_seen(&mut first, "colinux ttyS0", BOOT);
 
     // A second console is told, and the first keeps working.

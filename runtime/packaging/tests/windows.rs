@@ -224,12 +224,13 @@ fn keys_errors_are_one_line_with_the_fix() {
 fn wine(args: &[&str], cwd: &Path) -> Output {
     static WINE: OnceLock<wine::Wine> = OnceLock::new();
     let wine = WINE.get_or_init(|| wine::Wine::prepare(&root().join("target/cache")).unwrap());
-    Command::new(wine::WINE64)
-        .args(args)
-        .envs(wine.env())
-        .current_dir(cwd)
-        .output()
-        .unwrap()
+    wine::Wine::output(
+        Command::new(wine::WINE64)
+            .args(args)
+            .envs(wine.env())
+            .current_dir(cwd),
+    )
+    .unwrap()
 }
 
 fn drive_c() -> PathBuf {
