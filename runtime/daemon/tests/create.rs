@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::assert_fsck_clean;
+use harness::{assert_fsck_clean, Tmpfs};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_colinux-daemon");
 
@@ -28,6 +28,15 @@ fn inputs(dir: &Path) -> PathBuf {
         "mke2fs",
         &["-q", "-t", "ext4", "-F", "-L", "test", image_s, "32M"],
     );
+    // 4 MiB that are not zeros, so the disk takes room where it lands.
+    let data = dir.join("data.bin");
+    let noise: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 1)
+        .collect();
+    std::fs::write(&data, noise).unwrap();
+    let write = format!("write {} data.bin", data.display());
+    run("debugfs", &["-w", "-R", &write, image_s]);
+    std::fs::remove_file(&data).unwrap();
     run("zstd", &["-q", "-f", image_s]);
     std::fs::write(dir.join("vmlinuz"), "a kernel").unwrap();
     let key = dir.join("id_ed25519");
@@ -243,4 +252,25 @@ fn bad_requests_are_one_line_errors_that_create_nothing() {
         &["no/such", "--image", "image.ext4", "kernel=vmlinuz"],
     );
     one_line_error(&bad_name, 2);
+
+    // A data directory on a full disk: the unpacked disk does not fit.
+    if let Some(full) = Tmpfs::mount(&t.path().join("small"), 2 << 20) {
+        let out = create(
+            t.path(),
+            &[
+                "g",
+                "--image",
+                "image.ext4.zst",
+                "--data-dir",
+                full.path().to_str().unwrap(),
+                "kernel=vmlinuz",
+            ],
+        );
+        let err = one_line_error(&out, 2);
+        assert!(
+            err.contains("No space left on device") && err.contains("--data-dir"),
+            "{err}"
+        );
+        nothing_made(full.path());
+    }
 }
