@@ -325,9 +325,11 @@ fn unpack(image: &Path, disk: &Path, wanted: Option<u64>) -> Result<u64, StartEr
     result
 }
 
-/// Copies `from` into `to`, leaving holes where a whole MiB is zeros;
-/// returns the bytes copied. The caller sets the final length.
+/// Copies `from` into `to`, leaving holes where a whole 4 KiB block (the
+/// guest's filesystem block) is zeros; returns the bytes copied. The
+/// caller sets the final length.
 fn copy_sparse(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
+    const BLOCK: usize = 4096;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -343,11 +345,21 @@ fn copy_sparse(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
         if filled == 0 {
             break;
         }
-        let chunk = &buf[..filled];
-        if chunk.iter().all(|&b| b == 0) {
-            to.seek(SeekFrom::Current(filled as i64))?;
-        } else {
-            to.write_all(chunk)?;
+        // Runs of data blocks are written at once, runs of zero blocks skipped.
+        let mut at = 0;
+        while at < filled {
+            let zero = |block: &[u8]| block.iter().all(|&b| b == 0);
+            let kind = zero(&buf[at..filled.min(at + BLOCK)]);
+            let mut end = at;
+            while end < filled && zero(&buf[end..filled.min(end + BLOCK)]) == kind {
+                end = filled.min(end + BLOCK);
+            }
+            if kind {
+                to.seek(SeekFrom::Current((end - at) as i64))?;
+            } else {
+                to.write_all(&buf[at..end])?;
+            }
+            at = end;
         }
         total += filled as u64;
         if filled < buf.len() {
