@@ -8,7 +8,7 @@
 //! - Guests under test run on TCG: KVM is not trusted here (see the driver).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -99,13 +99,20 @@ pub fn xtask_ok(args: &[&str]) {
     );
 }
 
+/// What the console printed: a whole line, or what a line holds so far
+/// (a prompt such as `Password: ` waits without a newline).
+enum Output {
+    Line(String),
+    Partial(String),
+}
+
 /// A running guest.
 pub struct Guest {
     name: String,
     child: Child,
     /// The console's input: the child's stdin, or a terminal's master side.
     input: Option<Box<dyn Write + Send>>,
-    lines: Receiver<String>,
+    lines: Receiver<Output>,
     log_path: PathBuf,
     /// Everything the console printed so far.
     transcript: Arc<Mutex<Vec<String>>>,
@@ -179,19 +186,33 @@ impl Guest {
         for output in outputs {
             let (tx, log, transcript) = (tx.clone(), log.clone(), transcript.clone());
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(output);
-                let mut raw = Vec::new();
-                while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
-                    let line = String::from_utf8_lossy(&raw)
+                let mut output = output;
+                let mut chunk = [0u8; 4096];
+                let mut pending = Vec::new();
+                let whole = |raw: &[u8]| {
+                    let line = String::from_utf8_lossy(raw)
                         .trim_end_matches(['\r', '\n'])
                         .to_string();
-                    raw.clear();
                     let _ = writeln!(log.lock().expect("log lock"), "{line}");
                     transcript
                         .lock()
                         .expect("transcript lock")
                         .push(line.clone());
-                    let _ = tx.send(line);
+                    let _ = tx.send(Output::Line(line));
+                };
+                while let Ok(n @ 1..) = output.read(&mut chunk) {
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        whole(&pending[..=end]);
+                        pending.drain(..=end);
+                    }
+                    if !pending.is_empty() {
+                        let so_far = String::from_utf8_lossy(&pending).into_owned();
+                        let _ = tx.send(Output::Partial(so_far));
+                    }
+                }
+                if !pending.is_empty() {
+                    whole(&pending);
                 }
             });
         }
@@ -240,12 +261,23 @@ impl Guest {
     /// Waits for a console line containing `marker`, for at most
     /// `timeout` (scaled), and returns that line.
     pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<String> {
+        self.wait(marker, timeout, false)
+    }
+
+    /// Like [`Guest::wait_for`], and also matches a line still being
+    /// written: a prompt that waits for an answer on the same line.
+    pub fn wait_for_prompt(&mut self, prompt: &str, timeout: Duration) -> Result<String> {
+        self.wait(prompt, timeout, true)
+    }
+
+    fn wait(&mut self, marker: &str, timeout: Duration, partial: bool) -> Result<String> {
         let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(marker) => return Ok(line),
+                Ok(Output::Line(line)) if line.contains(marker) => return Ok(line),
+                Ok(Output::Partial(line)) if partial && line.contains(marker) => return Ok(line),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(Error::Timeout {
@@ -577,13 +609,16 @@ mod tests {
         let mut sh = Command::new("sh");
         sh.args([
             "-c",
-            "test -t 0 && test -t 1 && echo on-a-terminal; read x; echo got-$x",
+            "test -t 0 && test -t 1 && echo on-a-terminal; read x; printf 'got-%s $ ' $x; read y",
         ]);
         let mut g = Guest::spawn_on_terminal("harness-terminal-test", sh).unwrap();
         g.wait_for("on-a-terminal", Duration::from_secs(10))
             .unwrap();
         g.send("typed\n").unwrap();
-        g.wait_for("got-typed", Duration::from_secs(10)).unwrap();
+        // A prompt: no newline until it is answered.
+        let prompt = g.wait_for_prompt("got-", Duration::from_secs(10)).unwrap();
+        assert!(prompt.ends_with("got-typed $ "), "{prompt:?}");
+        g.send("\n").unwrap();
         assert!(g.wait_exit(Duration::from_secs(10)).unwrap().success());
     }
 

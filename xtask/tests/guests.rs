@@ -139,16 +139,17 @@ fn create(name: &str, dir: &Path, grow: u64, tokens: &[String]) -> (PathBuf, Pat
 }
 
 /// Logs in as root on the console with [`PASSWORD`] and checks that a
-/// command runs: the getty's prompts end without a newline, so each answer
-/// follows a pause.
+/// command runs; each answer waits for its prompt (typed ahead, login
+/// would throw it away).
 fn console_login(guest: &mut Guest) {
     guest.send("root\n").unwrap();
     guest
-        .wait_for("login: root", Duration::from_secs(60))
+        .wait_for_prompt("Password:", Duration::from_secs(120))
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
     guest.send(&format!("{PASSWORD}\n")).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    guest
+        .wait_for_prompt("root@colinux:~#", Duration::from_secs(120))
+        .unwrap();
     guest.send("echo CONSOLE-LOGIN-$((6*7))\n").unwrap();
     guest
         .wait_for("CONSOLE-LOGIN-42", Duration::from_secs(60))
@@ -412,9 +413,10 @@ fn a_first_boot_without_credentials_asks_for_a_password_once() {
     };
     let mut first = boot("guests-first-boot");
     first.wait_for("choose root's password now", BOOT).unwrap();
-    for _ in 0..2 {
-        // "New password:", then "Retype new password:".
-        std::thread::sleep(Duration::from_secs(3));
+    for prompt in ["New password:", "Retype new password:"] {
+        first
+            .wait_for_prompt(prompt, Duration::from_secs(60))
+            .unwrap();
         first.send(&format!("{PASSWORD}\n")).unwrap();
     }
     first
