@@ -247,7 +247,7 @@ enum Key {
     ClusterMunge,
     ClusterSshHost,
     ClusterRoot,
-    RootKey,
+    RootKeyFile,
     RootPasswordHash,
 }
 
@@ -282,7 +282,7 @@ impl Key {
             Key::ClusterMunge => "munge.key",
             Key::ClusterSshHost => "ssh_host_ed25519_key",
             Key::ClusterRoot => "id_ed25519.pub",
-            Key::RootKey => "id_ed25519.pub",
+            Key::RootKeyFile => "id_ed25519.pub",
             Key::RootPasswordHash => "'$y$…' (mkpasswd -m yescrypt)",
         }
     }
@@ -365,7 +365,7 @@ fn classify_as_written(name: &str) -> Result<Option<Key>, ErrorKind> {
         "cluster_munge_key" => Key::ClusterMunge,
         "cluster_ssh_host_key" => Key::ClusterSshHost,
         "cluster_root_key" => Key::ClusterRoot,
-        "root_key" => Key::RootKey,
+        "root_key" => Key::RootKeyFile,
         "root_password_hash" => Key::RootPasswordHash,
         // Linux has no cluster_ parameters: a typo must not boot silently.
         _ if name.starts_with("cluster_") => {
@@ -525,7 +525,7 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
         Key::ClusterMunge => Value::Cluster(ClusterValue::MungeKey(dir.join(&whole))),
         Key::ClusterSshHost => Value::Cluster(ClusterValue::SshHostKey(dir.join(&whole))),
         Key::ClusterRoot => Value::Cluster(ClusterValue::RootKey(dir.join(&whole))),
-        Key::RootKey => Value::RootKey(dir.join(&whole)),
+        Key::RootKeyFile => Value::RootKey(dir.join(&whole)),
         Key::RootPasswordHash => {
             crate::credentials::check_password_hash(&whole)
                 .map_err(|reason| ErrorKind::BadPasswordHash { reason })?;
