@@ -168,7 +168,7 @@ pub fn create(request: &Request) -> Result<String, StartError> {
         conf.display(),
         settings.to_config()
     );
-    if let Err(e) = write_private(&conf, text.as_bytes()) {
+    if let Err(e) = crate::host::write_private(&conf, text.as_bytes()) {
         let _ = fs::remove_file(&disk);
         return Err(config_error(format!("{}: {e}", conf.display())));
     }
@@ -368,31 +368,6 @@ fn copy_sparse(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
     }
     to.set_len(total)?;
     Ok(total)
-}
-
-/// Writes `bytes` to `path` for its owner alone (it may hold a password
-/// hash), through a temporary file and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let partial = path.with_file_name(format!(
-        ".{}.partial-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut options = File::options();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&partial)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&partial, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&partial);
-    }
-    written
 }
 
 #[cfg(test)]

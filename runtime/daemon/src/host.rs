@@ -183,6 +183,32 @@ pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Writes `bytes` to `path` for its owner alone (keys, a password hash),
+/// through a temporary file beside it, synced and renamed into place: a
+/// reader never sees half of it, and a failure leaves the old file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let partial = path.with_file_name(format!(
+        ".{}.partial-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&partial)
+        .and_then(|mut file| {
+            io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
 /// The host's physical memory in MB, if it can be read.
 pub fn host_ram_mb() -> Option<u64> {
     #[cfg(target_os = "linux")]

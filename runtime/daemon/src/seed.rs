@@ -173,27 +173,8 @@ impl SeedDisk {
             source,
         };
         let bytes = self.to_bytes().map_err(fail)?;
-        let tmp = dest.with_file_name(format!(
-            ".{}.tmp-{}",
-            dest.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
         // It holds private keys: the owner alone reads it.
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&bytes)?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, dest));
-        if let Err(source) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail(source));
-        }
+        crate::host::write_private(dest, &bytes).map_err(fail)?;
         Ok(())
     }
 
