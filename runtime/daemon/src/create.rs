@@ -45,11 +45,13 @@ impl Places {
             Some(dir) => (dir.to_path_buf(), dir.to_path_buf()),
             None => default_dirs()?,
         };
+        // `/usr/lib/colinux/…`, not `/usr/bin/../lib/colinux/…`, in configs.
+        let tidy = |path: PathBuf| path.canonicalize().unwrap_or(path);
         Ok(Places {
             disks,
             configs,
-            kernel,
-            image,
+            kernel: tidy(kernel),
+            image: tidy(image),
         })
     }
 }
