@@ -45,8 +45,15 @@ impl Places {
             Some(dir) => (dir.to_path_buf(), dir.to_path_buf()),
             None => default_dirs()?,
         };
-        // `/usr/lib/colinux/…`, not `/usr/bin/../lib/colinux/…`, in configs.
-        let tidy = |path: PathBuf| path.canonicalize().unwrap_or(path);
+        // `/usr/lib/colinux/…`, not `/usr/bin/../lib/colinux/…`, in configs
+        // (Windows' canonical form is a `\\?\` path: left as it is there).
+        let tidy = |path: PathBuf| {
+            if cfg!(windows) {
+                path
+            } else {
+                path.canonicalize().unwrap_or(path)
+            }
+        };
         Ok(Places {
             disks,
             configs,
