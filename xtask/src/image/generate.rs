@@ -166,7 +166,11 @@ Description=coLinux first boot: SSH host keys and machine-id for this machine
 ConditionFirstBoot=|yes
 ConditionPathExists=|!/etc/ssh/ssh_host_ed25519_key
 After=local-fs.target systemd-machine-id-commit.service
-Before=ssh.service ssh.socket
+# Not before ssh.socket: sockets start before basic.target, which this unit
+# follows, and systemd breaks that cycle by dropping a job of its choice
+# (on Ubuntu, whose sshd is socket-activated, sometimes this one: no host
+# keys). The ssh.service a connection starts still waits for it.
+Before=ssh.service
 
 [Service]
 Type=oneshot
