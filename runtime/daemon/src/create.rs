@@ -136,7 +136,7 @@ pub fn create(request: &Request) -> Result<String, StartError> {
             given.cobd[&0].origin
         )));
     }
-    let mut tokens = vec![format!("cobd0={}", quoted(&disk))];
+    let mut tokens = Vec::new();
     if given.kernel.is_none() {
         tokens.push(format!("kernel={}", quoted(&places.kernel)));
     }
@@ -148,18 +148,14 @@ pub fn create(request: &Request) -> Result<String, StartError> {
     }
     tokens.extend(request.config.iter().cloned());
     tokens.extend(["root=/dev/cobd0".into(), "ro".into()]);
+    // Everything the guest needs but its disk, which is made next.
+    if let Err(e) = parse(&tokens)?.check_files() {
+        let first = e.0.first().map(ToString::to_string).unwrap_or_default();
+        return Err(config_error(first));
+    }
+    tokens.insert(0, format!("cobd0={}", quoted(&disk)));
     let settings = parse(&tokens)?;
     let port = ssh_port(&settings);
-    // Everything the guest needs but its disk, which is made next.
-    let mut missing = settings
-        .check_files()
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
-    missing.retain(|e| !e.to_string().contains(&disk.display().to_string()));
-    if let Some(first) = missing.first() {
-        return Err(config_error(first.to_string()));
-    }
 
     for dir in [&places.disks, &places.configs] {
         fs::create_dir_all(dir).map_err(|e| {
@@ -282,11 +278,7 @@ fn unpack(image: &Path, disk: &Path, wanted: Option<u64>) -> Result<u64, StartEr
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| failed(format!("{}: {e}", image.display())))?;
-    let partial = disk.with_file_name(format!(
-        ".{}.partial-{}",
-        disk.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
+    let partial = crate::host::partial_path(disk);
     let written = (|| -> io::Result<u64> {
         let mut out = File::create(&partial)?;
         let len = if zstd {

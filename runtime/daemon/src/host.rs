@@ -183,15 +183,21 @@ pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Where `path` is written before it is renamed into place: beside it,
+/// hidden, and this process's own.
+pub fn partial_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}.partial-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ))
+}
+
 /// Writes `bytes` to `path` for its owner alone (keys, a password hash),
 /// through a temporary file beside it, synced and renamed into place: a
 /// reader never sees half of it, and a failure leaves the old file.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let partial = path.with_file_name(format!(
-        ".{}.partial-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
+    let partial = partial_path(path);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
