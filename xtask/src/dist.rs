@@ -324,11 +324,12 @@ impl Bundle<'_> {
         Ok(())
     }
 
-    /// The Debian package and the tarball, from one layout.
+    /// The Debian packages (the runtime's and the stock image's) and the
+    /// tarball holding both, from one layout each.
     fn linux_packages(&self) -> Result<()> {
         let phase = Phase::start("linux");
         let version = deb::deb_version(VERSION);
-        let entries = linux::linux_layout(&linux::LinuxInputs {
+        let inputs = linux::LinuxInputs {
             runtime_dir: self.root.join("target/runtime/x86_64-unknown-linux-gnu"),
             kernel_i386: self.root.join("target/kernel/i386/bzImage"),
             kernel_x86_64: self.root.join("target/kernel/x86_64/bzImage"),
@@ -336,22 +337,37 @@ impl Bundle<'_> {
             version: version.clone(),
             maintainer: MAINTAINER.to_string(),
             source_date_epoch: self.sde,
-        })?;
-        let tar = format!("colinux-{VERSION}-linux-x86_64.tar.gz");
-        tarball::write_tar_gz(&entries, &self.out.join(&tar), self.sde)?;
-        let deb = deb::build_deb(
-            &deb::DebSpec {
-                version,
-                source_date_epoch: self.sde,
-                maintainer: MAINTAINER.to_string(),
-                entries,
-            },
-            self.out,
+        };
+        let images = self.root.join("target/images/debian");
+        let runtime = linux::linux_layout(&inputs)?;
+        let image = linux::image_layout(
+            &inputs,
+            &images.join("debian.ext4.zst"),
+            &images.join("debian.packages"),
         )?;
-        phase.done(&format!(
-            "{} and {tar}",
-            deb.file_name().unwrap_or_default().to_string_lossy()
-        ));
+        let tar = format!("colinux-{VERSION}-linux-x86_64.tar.gz");
+        let both: Vec<_> = runtime.iter().chain(&image).cloned().collect();
+        tarball::write_tar_gz(&both, &self.out.join(&tar), self.sde)?;
+        let mut built = Vec::new();
+        for (package, entries) in [(deb::RUNTIME, runtime), (deb::IMAGE_DEBIAN, image)] {
+            let deb = deb::build_deb(
+                &deb::DebSpec {
+                    package,
+                    version: version.clone(),
+                    source_date_epoch: self.sde,
+                    maintainer: MAINTAINER.to_string(),
+                    entries,
+                },
+                self.out,
+            )?;
+            built.push(
+                deb.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        phase.done(&format!("{} and {tar}", built.join(", ")));
         Ok(())
     }
 

@@ -14,15 +14,42 @@ use std::process::Command;
 
 use crate::tarball::{self, Content, Entry};
 
-pub const PACKAGE: &str = "colinux";
-pub const ARCHITECTURE: &str = "amd64";
-/// Beyond the shared libraries: the daemon runs its guests on QEMU (and
-/// exits with code 3, naming this package, without it).
-pub const DEPENDS: &str = "qemu-system-x86";
+/// One of the packages a release ships: what its control file says
+/// beyond the version, the size and the shared libraries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Package {
+    pub name: &'static str,
+    pub architecture: &'static str,
+    /// Beyond the shared libraries' packages, which dpkg-shlibdeps finds.
+    pub depends: &'static str,
+    pub recommends: &'static str,
+    pub description: &'static str,
+}
+
+/// The runtime: the daemon runs its guests on QEMU (and exits with code
+/// 3, naming this package, without it).
+pub const RUNTIME: Package = Package {
+    name: "colinux",
+    architecture: "amd64",
+    depends: "qemu-system-x86",
+    recommends: "colinux-image-debian",
+    description: include_str!("../debian/description"),
+};
+
+/// The stock root filesystem, which `colinux-daemon --create` unpacks;
+/// any QEMU can boot it too, so it only recommends the runtime.
+pub const IMAGE_DEBIAN: Package = Package {
+    name: "colinux-image-debian",
+    architecture: "all",
+    depends: "",
+    recommends: "colinux",
+    description: include_str!("../debian/image-debian/description"),
+};
 
 /// What [`build_deb`] packs.
 #[derive(Debug, Clone)]
 pub struct DebSpec {
+    pub package: Package,
     /// The Debian version (see [`deb_version`]), e.g. `0.1.0`.
     pub version: String,
     pub source_date_epoch: u64,
@@ -59,7 +86,7 @@ pub fn deb_version(cargo_version: &str) -> String {
     cargo_version.replacen('-', "~", 1)
 }
 
-/// The changelog's file name in `/usr/share/doc/colinux/`: a native
+/// The changelog's file name in `/usr/share/doc/PACKAGE/`: a native
 /// version (no Debian revision) has `changelog.gz`, lintian's
 /// `wrong-name-for-changelog-of-native-package` otherwise.
 pub fn changelog_name(version: &str) -> &'static str {
@@ -72,11 +99,17 @@ pub fn changelog_name(version: &str) -> &'static str {
 
 /// A one-entry Debian changelog for `version`, dated `SOURCE_DATE_EPOCH`
 /// (gzip it with [`tarball::gzip`], which is `gzip -9n`).
-pub fn changelog(version: &str, maintainer: &str, source_date_epoch: u64) -> String {
+pub fn changelog(
+    package: &Package,
+    version: &str,
+    maintainer: &str,
+    source_date_epoch: u64,
+) -> String {
     format!(
-        "{PACKAGE} ({version}) unstable; urgency=medium\n\n  \
+        "{} ({version}) unstable; urgency=medium\n\n  \
          * Release {version}, built by cargo xtask dist.\n\n \
          -- {maintainer}  {}\n",
+        package.name,
         Utc::new(source_date_epoch).rfc2822()
     )
 }
@@ -135,12 +168,12 @@ impl Utc {
     }
 }
 
-/// The package's file name: `colinux_<version>_amd64.deb`.
-pub fn deb_file_name(version: &str) -> String {
-    format!("{PACKAGE}_{version}_{ARCHITECTURE}.deb")
+/// The package's file name, such as `colinux_<version>_amd64.deb`.
+pub fn deb_file_name(package: &Package, version: &str) -> String {
+    format!("{}_{version}_{}.deb", package.name, package.architecture)
 }
 
-/// Builds `out_dir/colinux_<version>_amd64.deb` and returns its path.
+/// Builds `out_dir/`[`deb_file_name`] and returns its path.
 /// Works in a temporary directory inside `out_dir` and renames the
 /// finished package into place.
 pub fn build_deb(spec: &DebSpec, out_dir: &Path) -> Result<PathBuf, Error> {
@@ -158,7 +191,7 @@ pub fn build_deb(spec: &DebSpec, out_dir: &Path) -> Result<PathBuf, Error> {
         let path = control_dir.join(name);
         std::fs::write(&path, text).map_err(io_error(&path))
     };
-    let shlibs = shlib_depends(&entries, &root, work.path())?;
+    let shlibs = shlib_depends(&spec.package, &entries, &root, work.path())?;
     write("control", &control(spec, &entries, &shlibs))?;
     write("md5sums", &md5sums(&entries, &root)?)?;
     let conffiles = conffiles(&entries);
@@ -166,7 +199,7 @@ pub fn build_deb(spec: &DebSpec, out_dir: &Path) -> Result<PathBuf, Error> {
         write("conffiles", &conffiles)?;
     }
 
-    let name = deb_file_name(&spec.version);
+    let name = deb_file_name(&spec.package, &spec.version);
     let built = work.path().join(&name);
     run(Command::new("dpkg-deb")
         .args([
@@ -252,7 +285,12 @@ fn run(cmd: &mut Command) -> Result<String, Error> {
 
 /// The ELF files' library dependencies, from `dpkg-shlibdeps` (which
 /// reads the host's symbols files: `libc6 (>= 2.34), libgcc-s1 (>= 4.2)`).
-fn shlib_depends(entries: &[Entry], root: &Path, work: &Path) -> Result<String, Error> {
+fn shlib_depends(
+    package: &Package,
+    entries: &[Entry],
+    root: &Path,
+    work: &Path,
+) -> Result<String, Error> {
     let mut elves = Vec::new();
     for entry in entries {
         if matches!(entry.content, Content::Bytes(_) | Content::File(_)) {
@@ -277,7 +315,10 @@ fn shlib_depends(entries: &[Entry], root: &Path, work: &Path) -> Result<String, 
     let control = debian.join("control");
     std::fs::write(
         &control,
-        format!("Source: {PACKAGE}\n\nPackage: {PACKAGE}\nArchitecture: {ARCHITECTURE}\n"),
+        format!(
+            "Source: {0}\n\nPackage: {0}\nArchitecture: {1}\n",
+            package.name, package.architecture
+        ),
     )
     .map_err(io_error(&control))?;
     let out = run(Command::new("dpkg-shlibdeps")
@@ -293,26 +334,36 @@ fn shlib_depends(entries: &[Entry], root: &Path, work: &Path) -> Result<String, 
 }
 
 fn control(spec: &DebSpec, entries: &[Entry], shlibs: &str) -> String {
-    let depends: Vec<&str> = [shlibs, DEPENDS]
+    let package = &spec.package;
+    let mut text = format!(
+        "Package: {}\n\
+         Version: {}\n\
+         Architecture: {}\n\
+         Maintainer: {}\n\
+         Installed-Size: {}\n",
+        package.name,
+        spec.version,
+        package.architecture,
+        spec.maintainer,
+        installed_size_kib(entries),
+    );
+    let depends: Vec<&str> = [shlibs, package.depends]
         .into_iter()
         .filter(|d| !d.is_empty())
         .collect();
-    format!(
-        "Package: {PACKAGE}\n\
-         Version: {}\n\
-         Architecture: {ARCHITECTURE}\n\
-         Maintainer: {}\n\
-         Installed-Size: {}\n\
-         Depends: {}\n\
-         Section: otherosfs\n\
-         Priority: optional\n\
-         Description: {}",
-        spec.version,
-        spec.maintainer,
-        installed_size_kib(entries),
-        depends.join(", "),
-        include_str!("../debian/description"),
-    )
+    for (field, value) in [
+        ("Depends", depends.join(", ")),
+        ("Recommends", package.recommends.to_string()),
+    ] {
+        if !value.is_empty() {
+            text.push_str(&format!("{field}: {value}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "Section: otherosfs\nPriority: optional\nDescription: {}",
+        package.description
+    ));
+    text
 }
 
 /// As dpkg-gencontrol counts it: each file's size in KiB rounded up, and
@@ -448,7 +499,7 @@ mod tests {
         assert_eq!(changelog_name("0.1.0"), "changelog.gz");
         assert_eq!(changelog_name("0.1.0-1"), "changelog.Debian.gz");
         assert_eq!(
-            changelog("0.1.0", "A <a@example.org>", 0),
+            changelog(&RUNTIME, "0.1.0", "A <a@example.org>", 0),
             "colinux (0.1.0) unstable; urgency=medium\n\n  * Release 0.1.0, built by cargo xtask dist.\n\n -- A <a@example.org>  Thu, 01 Jan 1970 00:00:00 +0000\n"
         );
     }
@@ -465,6 +516,7 @@ mod tests {
         assert_eq!(installed_size_kib(&entries), 7);
         assert_eq!(conffiles(&entries), "/etc/colinux/a.conf\n");
         let spec = DebSpec {
+            package: RUNTIME,
             version: "1.2.3".into(),
             source_date_epoch: 0,
             maintainer: "A <a@example.org>".into(),
@@ -472,7 +524,23 @@ mod tests {
         };
         let text = control(&spec, &entries, "libc6 (>= 2.34)");
         assert!(text.starts_with("Package: colinux\nVersion: 1.2.3\nArchitecture: amd64\n"));
-        assert!(text.contains("\nDepends: libc6 (>= 2.34), qemu-system-x86\n"));
+        assert!(text.contains(
+            "\nDepends: libc6 (>= 2.34), qemu-system-x86\nRecommends: colinux-image-debian\n"
+        ));
+        let image = control(
+            &DebSpec {
+                package: IMAGE_DEBIAN,
+                ..spec
+            },
+            &entries,
+            "",
+        );
+        assert!(
+            image.contains("\nArchitecture: all\n")
+                && image.contains("\nRecommends: colinux\nSection: ")
+                && !image.contains("Depends:"),
+            "{image}"
+        );
         assert!(text.contains("\nInstalled-Size: 7\n") && text.ends_with(".conf.\n"));
     }
 }

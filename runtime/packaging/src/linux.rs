@@ -9,6 +9,10 @@
 //! | `usr/share/man/man1/colinux-{daemon,console}.1.gz` | from the clap definitions |
 //! | `usr/share/doc/colinux/` | `README.md`, `README.daemon.md`, `copyright`, the changelog, `examples/guest.conf` |
 //! | `etc/colinux/` | the guests' config files (empty) |
+//!
+//! The stock image is a package of its own ([`image_layout`],
+//! `colinux-image-debian`): `usr/share/colinux/debian.ext4.zst`, where
+//! `colinux-daemon --create` looks for it. The tarball holds both layouts.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,9 @@ pub const KERNEL_DIR: &str = "usr/lib/colinux";
 /// moves no file between the two (the usrmerge moratorium's concern).
 pub const UNIT: &str = "usr/lib/systemd/system/colinux@.service";
 pub const DOC_DIR: &str = "usr/share/doc/colinux";
+/// The stock image's place; the daemon's `--create` finds it there,
+/// relative to itself (`../share/colinux/`).
+pub const IMAGE: &str = "usr/share/colinux/debian.ext4.zst";
 
 /// Where the layout's files come from.
 #[derive(Debug, Clone)]
@@ -104,12 +111,7 @@ pub fn linux_layout(inputs: &LinuxInputs) -> Result<Vec<Entry>, Error> {
         include_str!("../debian/copyright"),
         0o644,
     ));
-    let changelog = deb::changelog(&inputs.version, &inputs.maintainer, sde);
-    entries.push(Entry::bytes(
-        &doc(deb::changelog_name(&inputs.version)),
-        tarball::gzip(changelog.as_bytes()),
-        0o644,
-    ));
+    entries.push(changelog_entry(&deb::RUNTIME, inputs));
     entries.push(Entry::bytes(
         &doc("examples/guest.conf"),
         include_str!("../debian/examples/guest.conf"),
@@ -117,6 +119,46 @@ pub fn linux_layout(inputs: &LinuxInputs) -> Result<Vec<Entry>, Error> {
     ));
     entries.push(Entry::dir(CONFIG_DIR));
     Ok(entries)
+}
+
+/// The stock image's package: the compressed image the image stage
+/// published (`debian.ext4.zst`) and its package list.
+pub fn image_layout(
+    inputs: &LinuxInputs,
+    image: &Path,
+    packages: &Path,
+) -> Result<Vec<Entry>, Error> {
+    let doc = |name: &str| format!("usr/share/doc/{}/{name}", deb::IMAGE_DEBIAN.name);
+    readable(image)?;
+    readable(packages)?;
+    Ok(vec![
+        Entry::file(IMAGE, image, 0o644),
+        Entry::file(&doc("debian.packages"), packages, 0o644),
+        Entry::bytes(
+            &doc("copyright"),
+            include_str!("../debian/image-debian/copyright"),
+            0o644,
+        ),
+        changelog_entry(&deb::IMAGE_DEBIAN, inputs),
+    ])
+}
+
+fn changelog_entry(package: &deb::Package, inputs: &LinuxInputs) -> Entry {
+    let text = deb::changelog(
+        package,
+        &inputs.version,
+        &inputs.maintainer,
+        inputs.source_date_epoch,
+    );
+    Entry::bytes(
+        &format!(
+            "usr/share/doc/{}/{}",
+            package.name,
+            deb::changelog_name(&inputs.version)
+        ),
+        tarball::gzip(text.as_bytes()),
+        0o644,
+    )
 }
 
 /// Fails early, naming the file, rather than halfway through a package.

@@ -40,11 +40,52 @@ fn stdout(cmd: &mut Command) -> String {
 
 struct Built {
     inputs: LinuxInputs,
+    image: Image,
     deb: PathBuf,
+    image_deb: PathBuf,
     tarball: PathBuf,
-    /// The layout's paths as dpkg-deb and tar show them: directories with
+    /// The layouts' paths as dpkg-deb and tar show them: directories with
     /// a trailing `/`.
     layout: BTreeSet<String>,
+    image_layout: BTreeSet<String>,
+}
+
+/// The stock image's files: the image stage's when it has run, else a
+/// small stand-in (a zstd frame of zeros; the dist test packs the real one).
+struct Image {
+    zst: PathBuf,
+    packages: PathBuf,
+}
+
+fn image(dir: &Path) -> Image {
+    let real = root().join("target/images/debian");
+    if real.join("debian.ext4.zst").is_file() {
+        return Image {
+            zst: real.join("debian.ext4.zst"),
+            packages: real.join("debian.packages"),
+        };
+    }
+    let zst = dir.join("debian.ext4.zst");
+    let raw = dir.join("debian.ext4");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    run(Command::new("zstd")
+        .args(["-q", "-f", "-o"])
+        .arg(&zst)
+        .arg(&raw));
+    let packages = dir.join("debian.packages");
+    std::fs::write(&packages, "base-files\t13.8\n").unwrap();
+    Image { zst, packages }
+}
+
+fn listed(entries: &[tarball::Entry]) -> BTreeSet<String> {
+    tarball::normalize(entries)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.content {
+            tarball::Content::Dir => format!("{}/", e.path),
+            _ => e.path,
+        })
+        .collect()
 }
 
 /// The runtime binaries from the repository's own stage; the guest kernels
@@ -81,22 +122,29 @@ fn inputs(dir: &Path) -> LinuxInputs {
     }
 }
 
-fn build(inputs: &LinuxInputs, out: &Path) -> (PathBuf, PathBuf) {
+/// The two packages and the tarball, as `cargo xtask dist` builds them.
+fn build(inputs: &LinuxInputs, image: &Image, out: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(out).unwrap();
-    let entries = linux::linux_layout(inputs).unwrap();
+    let runtime = linux::linux_layout(inputs).unwrap();
+    let image = linux::image_layout(inputs, &image.zst, &image.packages).unwrap();
     let tarball = out.join("colinux-linux-x86_64.tar.gz");
-    tarball::write_tar_gz(&entries, &tarball, SDE).unwrap();
-    let deb = deb::build_deb(
-        &DebSpec {
-            version: inputs.version.clone(),
-            source_date_epoch: SDE,
-            maintainer: inputs.maintainer.clone(),
-            entries,
-        },
-        out,
-    )
-    .unwrap();
-    (deb, tarball)
+    let both: Vec<_> = runtime.iter().chain(&image).cloned().collect();
+    tarball::write_tar_gz(&both, &tarball, SDE).unwrap();
+    let [deb, image_deb] =
+        [(deb::RUNTIME, runtime), (deb::IMAGE_DEBIAN, image)].map(|(package, entries)| {
+            deb::build_deb(
+                &DebSpec {
+                    package,
+                    version: inputs.version.clone(),
+                    source_date_epoch: SDE,
+                    maintainer: inputs.maintainer.clone(),
+                    entries,
+                },
+                out,
+            )
+            .unwrap()
+        });
+    (deb, image_deb, tarball)
 }
 
 /// Built once for every test, under cargo's scratch directory for
@@ -108,39 +156,38 @@ fn built() -> &'static Built {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let inputs = inputs(&dir);
-        let (deb, tarball) = build(&inputs, &dir.join("first"));
-        let entries = linux::linux_layout(&inputs).unwrap();
-        let layout = tarball::normalize(&entries)
-            .unwrap()
-            .into_iter()
-            .map(|e| match e.content {
-                tarball::Content::Dir => format!("{}/", e.path),
-                _ => e.path,
-            })
-            .collect();
+        let image = image(&dir);
+        let (deb, image_deb, tarball) = build(&inputs, &image, &dir.join("first"));
+        let layout = listed(&linux::linux_layout(&inputs).unwrap());
+        let image_layout =
+            listed(&linux::image_layout(&inputs, &image.zst, &image.packages).unwrap());
         Built {
             inputs,
+            image,
             deb,
+            image_deb,
             tarball,
             layout,
+            image_layout,
         }
     })
 }
 
 #[test]
-fn lintian_reports_no_errors() {
-    let report = deb::lintian(&built().deb).unwrap_or_else(|e| panic!("{e}"));
-    // Everything lintian says, for the log; warnings must be known ones.
-    for line in &report.lines {
-        eprintln!("{line}");
+fn lintian_reports_no_errors_or_warnings() {
+    for deb in [&built().deb, &built().image_deb] {
+        let report = deb::lintian(deb).unwrap_or_else(|e| panic!("{e}"));
+        // Everything lintian says, for the log.
+        for line in &report.lines {
+            eprintln!("{line}");
+        }
+        assert!(report.warnings().is_empty(), "{:#?}", report.warnings());
     }
-    assert!(report.warnings().is_empty(), "{:#?}", report.warnings());
 }
 
-#[test]
-fn the_deb_holds_the_layout_owned_by_root_and_the_tarball_the_same() {
-    let b = built();
-    let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(&b.deb));
+/// The paths in `deb`, each checked to be root's.
+fn contents(deb: &Path) -> BTreeSet<String> {
+    let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(deb));
     let mut in_deb = BTreeSet::new();
     for line in listing.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -150,8 +197,22 @@ fn the_deb_holds_the_layout_owned_by_root_and_the_tarball_the_same() {
             in_deb.insert(path.to_string());
         }
     }
+    in_deb
+}
+
+#[test]
+fn the_debs_hold_their_layouts_owned_by_root_and_the_tarball_both() {
+    let b = built();
     let layout = &b.layout;
-    assert_eq!(&in_deb, layout);
+    assert_eq!(&contents(&b.deb), layout);
+    assert_eq!(contents(&b.image_deb), b.image_layout);
+    for expected in [
+        linux::IMAGE,
+        "usr/share/doc/colinux-image-debian/copyright",
+        "usr/share/doc/colinux-image-debian/debian.packages",
+    ] {
+        assert!(b.image_layout.contains(expected), "{expected} missing");
+    }
     for expected in [
         "usr/bin/colinux-daemon",
         "usr/bin/colinux-console",
@@ -168,7 +229,8 @@ fn the_deb_holds_the_layout_owned_by_root_and_the_tarball_the_same() {
         .lines()
         .map(String::from)
         .collect();
-    assert_eq!(&in_tarball, layout);
+    let both: BTreeSet<String> = layout.union(&b.image_layout).cloned().collect();
+    assert_eq!(in_tarball, both);
 
     let fields = stdout(Command::new("dpkg-deb").arg("-f").arg(&b.deb));
     for field in [
@@ -186,10 +248,20 @@ fn the_deb_holds_the_layout_owned_by_root_and_the_tarball_the_same() {
         depends.contains("libc6 (>= ") && depends.ends_with("qemu-system-x86"),
         "{depends}"
     );
+    let fields = stdout(Command::new("dpkg-deb").arg("-f").arg(&b.image_deb));
+    for field in [
+        "Package: colinux-image-debian\n",
+        "Architecture: all\n",
+        "Recommends: colinux\n",
+    ] {
+        assert!(fields.contains(field), "{field}: {fields}");
+    }
 }
 
+/// Both packages in, a guest created from the installed image by the
+/// installed daemon, both packages purged: the guest stays.
 #[test]
-fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
+fn dpkg_installs_them_into_a_scratch_root_and_removes_them_leaving_the_guests() {
     let b = built();
     let scratch = tempfile::tempdir().unwrap();
     let target = scratch.path();
@@ -212,9 +284,11 @@ fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
             .args(args);
         cmd
     };
-    run(dpkg(&["--install"]).arg(&b.deb));
-    let status = stdout(&mut dpkg(&["--status", "colinux"]));
-    assert!(status.contains("Status: install ok installed"), "{status}");
+    run(dpkg(&["--install"]).arg(&b.deb).arg(&b.image_deb));
+    for package in ["colinux", "colinux-image-debian"] {
+        let status = stdout(&mut dpkg(&["--status", package]));
+        assert!(status.contains("Status: install ok installed"), "{status}");
+    }
 
     let daemon = target.join("usr/bin/colinux-daemon");
     let version = stdout(Command::new(&daemon).arg("--version"));
@@ -229,8 +303,30 @@ fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
         "{unit}"
     );
 
-    run(&mut dpkg(&["--purge", "colinux"]));
-    for path in &b.layout {
+    // The installed daemon finds the installed kernel and image itself.
+    let guests = target.join("var/lib/colinux");
+    let told = stdout(
+        Command::new(&daemon)
+            .args(["--create", "box", "--data-dir"])
+            .arg(&guests),
+    );
+    assert!(told.contains("created guest box"), "{told}");
+    let conf = std::fs::read_to_string(guests.join("box.conf")).unwrap();
+    let kernel = target.join("usr/lib/colinux/vmlinuz-i386");
+    assert!(
+        conf.contains(&format!(
+            "\nkernel={} ",
+            kernel.canonicalize().unwrap().display()
+        )),
+        "{conf}"
+    );
+    let disk = guests.join("box.ext4");
+    let unpacked = std::fs::metadata(&disk).unwrap().len();
+
+    run(&mut dpkg(&["--purge", "colinux", "colinux-image-debian"]));
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), unpacked);
+    assert!(guests.join("box.conf").is_file(), "the guest's config went");
+    for path in b.layout.iter().chain(&b.image_layout) {
         let gone = target.join(path);
         // dpkg keeps directories that other packages (none here) might share;
         // what is ours must be gone.
@@ -241,7 +337,13 @@ fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
             );
         }
     }
-    for dir in ["usr/lib/colinux", "usr/share/doc/colinux", "etc/colinux"] {
+    for dir in [
+        "usr/lib/colinux",
+        "usr/share/colinux",
+        "usr/share/doc/colinux",
+        "usr/share/doc/colinux-image-debian",
+        "etc/colinux",
+    ] {
         assert!(!target.join(dir).exists(), "{dir} left after purge");
     }
 }
@@ -250,13 +352,21 @@ fn dpkg_installs_it_into_a_scratch_root_and_removes_it() {
 fn rebuilds_are_bit_identical() {
     let b = built();
     let dir = tempfile::tempdir().unwrap();
-    let (deb, tarball) = build(&b.inputs, dir.path());
-    for (first, again) in [(&b.deb, &deb), (&b.tarball, &tarball)] {
+    let (deb, image_deb, tarball) = build(&b.inputs, &b.image, dir.path());
+    for (first, again) in [
+        (&b.deb, &deb),
+        (&b.image_deb, &image_deb),
+        (&b.tarball, &tarball),
+    ] {
         run(Command::new("cmp").arg(first).arg(again));
     }
     // The name dist publishes.
     assert_eq!(
         deb.file_name().unwrap().to_str().unwrap(),
         format!("colinux_{}_amd64.deb", b.inputs.version)
+    );
+    assert_eq!(
+        image_deb.file_name().unwrap().to_str().unwrap(),
+        format!("colinux-image-debian_{}_all.deb", b.inputs.version)
     );
 }
