@@ -315,6 +315,7 @@ impl Bundle<'_> {
                 daemon_exe: signed.join("colinux-daemon.exe"),
                 console_exe: signed.join("colinux-console.exe"),
                 kernels: self.kernels(),
+                image: Some(self.root.join("target/images/debian/debian.ext4.zst")),
                 docs: self.docs(),
                 sign: Some((self.keys.authenticode.clone(), self.sde)),
             },

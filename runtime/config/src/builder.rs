@@ -10,8 +10,8 @@ use crate::cluster::{Cluster, ClusterRole, Ipv4Net};
 use crate::error::{Error, ErrorKind, Origin, MAX_KERNEL_CMDLINE};
 use crate::net::{MacAddr, Net, NetKind};
 use crate::settings::{
-    Accel, Alias, Arch, Cocon, Color, Disk, Exec, Ignored, Located, NfsRoot, Scsi, ScsiKind,
-    Serial, SerialOptions, Settings, Share, MAX_COBD,
+    Accel, Alias, Arch, Cocon, Color, Disk, Exec, GuestRequest, Ignored, Located, NfsRoot, Scsi,
+    ScsiKind, Serial, SerialOptions, Settings, Share, MAX_COBD,
 };
 use crate::CmdlineTooLong;
 
@@ -46,6 +46,8 @@ pub(crate) enum Value {
     Nfs(NfsRoot),
     /// An ini file's `[service]` request, for the installer.
     Service(String),
+    /// An ini file's `[guest]`, likewise.
+    Guest(GuestRequest),
     /// A token for the guest kernel, as it goes on its command line.
     KernelArg(String),
     Cluster(ClusterValue),
@@ -122,6 +124,7 @@ impl Builder {
             Value::Ignored(reason) => s.ignored.push(Ignored { reason, origin }),
             Value::Nfs(nfs) => s.nfs_root = at(nfs, &origin),
             Value::Service(name) => s.service = at(name, &origin),
+            Value::Guest(request) => s.guest = at(request, &origin),
             Value::RootKey(path) => s.root_key = at(path, &origin),
             Value::RootPasswordHash(hash) => s.root_password_hash = at(hash, &origin),
             Value::Cluster(value) => {

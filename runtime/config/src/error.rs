@@ -172,7 +172,7 @@ pub enum ErrorKind {
 
     // coMosix ini files.
     #[error(
-        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine], [service], [cluster] or [credentials]",
+        "unknown section [{}]; expected [comosix], [NFS], [cobd], [engine], [service], [cluster], [credentials] or [guest]",
         one_line(name)
     )]
     IniUnknownSection { name: String },
@@ -185,7 +185,7 @@ pub enum ErrorKind {
     },
 
     #[error(
-        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service], [cluster] or [credentials]"
+        "a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service], [cluster], [credentials] or [guest]"
     )]
     IniKeyOutsideSection,
 

@@ -16,7 +16,12 @@
 //! [service]
 //! install = yes
 //! name = node
+//! [guest]
+//! size = 20G
 //! ```
+//!
+//! `[guest]` is the Windows installer's: the guest it creates from the
+//! shipped image (or `image`), unless the ini names its own disks or root.
 //!
 //! Section and key names are case-insensitive, as Windows ini files are.
 //! Comments are whole lines starting with `;` or `#`, so a value may hold
@@ -29,7 +34,7 @@ use crate::builder::{Builder, ClusterValue, Value};
 use crate::cluster::{is_hostname, machine_name, MAX_HOSTNAME};
 use crate::colinux::{parse_head, parse_mem, parse_network, parse_role, program_path};
 use crate::error::{Error, ErrorKind, Origin, Place};
-use crate::settings::NfsRoot;
+use crate::settings::{GuestRequest, NfsRoot};
 
 /// coMosix read `path_0` to `path_9`.
 const MAX_INI_COBD: u8 = 9;
@@ -43,6 +48,7 @@ enum Section {
     Service,
     Cluster,
     Credentials,
+    Guest,
 }
 
 /// The service a guest gets when `[service]` has no `name`.
@@ -71,6 +77,7 @@ pub(crate) fn parse(
     let mut disks: BTreeMap<u8, (String, Origin)> = BTreeMap::new();
     let mut service = ServiceKeys::default();
     let mut cluster = ClusterKeys::default();
+    let mut guest: Option<(GuestRequest, Origin)> = None;
 
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -106,6 +113,10 @@ pub(crate) fn parse(
                     Section::Cluster
                 }
                 "credentials" => Section::Credentials,
+                "guest" => {
+                    guest.get_or_insert_with(|| (GuestRequest::default(), origin.clone()));
+                    Section::Guest
+                }
                 _ => {
                     return fail(ErrorKind::IniUnknownSection {
                         name: name.to_string(),
@@ -228,6 +239,52 @@ pub(crate) fn parse(
                 "root_key" | "root_password_hash" => {}
                 _ => return unknown("credentials", "root_key or root_password_hash"),
             },
+            Some(Section::Guest) => {
+                let Some((request, _)) = guest.as_mut() else {
+                    unreachable!("[guest] sets it");
+                };
+                match key.as_str() {
+                    "create" => match parse_yes_no(&value) {
+                        Some(yes) => request.create = yes,
+                        None => {
+                            return fail(ErrorKind::BadValue {
+                                what: "[guest] create",
+                                value,
+                                expected: "yes or no".into(),
+                            })
+                        }
+                    },
+                    "name" if check_service_name(&value) => request.name = value,
+                    "name" => {
+                        return fail(ErrorKind::BadValue {
+                            what: "[guest] name",
+                            value,
+                            expected:
+                                "1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+                                    .into(),
+                        })
+                    }
+                    "size" if value.is_empty() => request.size = None,
+                    "size" if parse_size(&value).is_some() => request.size = Some(value),
+                    "size" => {
+                        return fail(ErrorKind::BadValue {
+                            what: "[guest] size",
+                            value,
+                            expected: "a size such as 20G, 512M or 1T".into(),
+                        })
+                    }
+                    "image" if value.is_empty() => request.image = None,
+                    "image" if dir.join(&value).is_file() => request.image = Some(dir.join(value)),
+                    "image" => {
+                        return fail(ErrorKind::BadValue {
+                            what: "[guest] image",
+                            value,
+                            expected: "an existing .ext4 image, or its .ext4.zst copy".into(),
+                        })
+                    }
+                    _ => return unknown("guest", "create, name, size or image"),
+                }
+            }
             Some(Section::Cluster) => {
                 let located = Some((value.clone(), origin.clone()));
                 let checked = match key.as_str() {
@@ -274,6 +331,10 @@ pub(crate) fn parse(
             .name
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
         builder.add(Value::Service(name), origin)?;
+    }
+
+    if let Some((request, origin)) = guest {
+        builder.add(Value::Guest(request), origin)?;
     }
 
     if let Some(header) = cluster.header.clone() {
@@ -392,6 +453,21 @@ fn parse_yes_no(value: &str) -> Option<bool> {
         "no" | "false" | "0" => Some(false),
         _ => None,
     }
+}
+
+/// `20G`, `512M`, `1T`, `4096K` or bytes, in binary units; `None` for
+/// anything else, zero, or more than 64 bits hold.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_uppercase();
+    let (digits, shift) = match text.as_bytes().last()? {
+        b'T' => (&text[..text.len() - 1], 40),
+        b'G' => (&text[..text.len() - 1], 30),
+        b'M' => (&text[..text.len() - 1], 20),
+        b'K' => (&text[..text.len() - 1], 10),
+        _ => (&text[..], 0),
+    };
+    let number: u64 = digits.parse().ok()?;
+    number.checked_mul(1 << shift).filter(|&n| n > 0)
 }
 
 /// The names colinux-daemon accepts for a guest and its service

@@ -35,13 +35,14 @@ pub use error::{
     check_kernel_cmdline, CmdlineTooLong, Error, ErrorKind, FileErrors, Origin, Place,
     COMMAND_LINE_SIZE, MAX_KERNEL_CMDLINE,
 };
+pub use ini::parse_size;
 pub use net::{BridgeBackend, MacAddr, Net, NetKind, PortRedirect, Protocol};
 pub use settings::{
-    default_mem_mb, Accel, Alias, Arch, Cocon, Color, Disk, Exec, Ignored, Located, ModemLine,
-    NfsRoot, Parity, Scsi, ScsiKind, Serial, SerialOptions, Settings, Share, COLOR_NAMES,
-    DEFAULT_MEM_CAP_I386_MB, DEFAULT_MEM_CAP_X86_64_MB, DEFAULT_MEM_FLOOR_MB, MAX_COBD, MAX_COFS,
-    MAX_ETH, MAX_EXEC, MAX_MEM_MB_I386, MAX_MEM_MB_X86_64, MAX_SCROLLBACK, MAX_SCSI,
-    MAX_SCSI_SIZE_MB, MAX_SMP, MAX_TTYS, MIN_COCON_COLS, MIN_COCON_ROWS, MIN_MEM_MB,
+    default_mem_mb, Accel, Alias, Arch, Cocon, Color, Disk, Exec, GuestRequest, Ignored, Located,
+    ModemLine, NfsRoot, Parity, Scsi, ScsiKind, Serial, SerialOptions, Settings, Share,
+    COLOR_NAMES, DEFAULT_MEM_CAP_I386_MB, DEFAULT_MEM_CAP_X86_64_MB, DEFAULT_MEM_FLOOR_MB,
+    MAX_COBD, MAX_COFS, MAX_ETH, MAX_EXEC, MAX_MEM_MB_I386, MAX_MEM_MB_X86_64, MAX_SCROLLBACK,
+    MAX_SCSI, MAX_SCSI_SIZE_MB, MAX_SMP, MAX_TTYS, MIN_COCON_COLS, MIN_COCON_ROWS, MIN_MEM_MB,
 };
 
 /// Parses the daemon's arguments (without the program name). Each argument

@@ -357,6 +357,30 @@ impl Exec {
     }
 }
 
+/// The guest an installer creates (`colinux-daemon --create`), from an
+/// ini file's `[guest]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRequest {
+    /// `create = no` asks for none.
+    pub create: bool,
+    pub name: String,
+    /// As written (`20G`); [`crate::parse_size`] accepted it.
+    pub size: Option<String>,
+    /// The user's own image instead of the shipped one.
+    pub image: Option<PathBuf>,
+}
+
+impl Default for GuestRequest {
+    fn default() -> Self {
+        GuestRequest {
+            create: true,
+            name: "debian".into(),
+            size: None,
+            image: None,
+        }
+    }
+}
+
 /// A coMosix NFS root, from an ini file's `[NFS]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsRoot {
@@ -420,6 +444,9 @@ pub struct Settings {
     /// An ini file's `[service] install = yes`: the service name the
     /// Windows installer creates. The guest itself does not use it.
     pub service: Option<Located<String>>,
+    /// An ini file's `[guest]`: what the Windows installer creates. The
+    /// guest itself does not use it either.
+    pub guest: Option<Located<GuestRequest>>,
     /// A coMosix cluster guest (`cluster=…` keys or an ini's `[cluster]`).
     pub cluster: Option<Cluster>,
     /// `root_key=`: a public key file for root's SSH login, handed to the

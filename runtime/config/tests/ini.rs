@@ -107,7 +107,7 @@ fn a_gap_in_the_cobd_paths_names_the_missing_one() {
 fn unknown_sections_and_keys() {
     assert_eq!(
         error("[comosix]\nmemory_size=64\n[network]\n"),
-        "/cluster/node.ini:3: [network]: unknown section [network]; expected [comosix], [NFS], [cobd], [engine], [service], [cluster] or [credentials]"
+        "/cluster/node.ini:3: [network]: unknown section [network]; expected [comosix], [NFS], [cobd], [engine], [service], [cluster], [credentials] or [guest]"
     );
     assert_eq!(
         error("[comosix]\nmemory=64"),
@@ -125,7 +125,7 @@ fn unknown_sections_and_keys() {
 fn syntax_errors() {
     assert_eq!(
         error("memory_size=64"),
-        "/cluster/node.ini:1: memory_size=64: a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service], [cluster] or [credentials]"
+        "/cluster/node.ini:1: memory_size=64: a key outside any section; put it under [comosix], [NFS], [cobd], [engine], [service], [cluster], [credentials] or [guest]"
     );
     assert_eq!(
         error("[comosix\nmemory_size=64"),

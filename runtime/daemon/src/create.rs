@@ -232,25 +232,13 @@ fn quoted(path: &Path) -> String {
     format!("\"{}\"", path.display())
 }
 
-/// `20G`, `512M`, `1T`, `4096K` or bytes; binary units.
+/// `--size`, in the config crate's units (the ini's `[guest] size` too).
 fn parse_size(text: &str) -> Result<u64, StartError> {
-    let bad = || {
+    colinux_config::parse_size(text).ok_or_else(|| {
         config_error(format!(
             "--size {text}: give a size such as 20G, 512M or 1T"
         ))
-    };
-    let (digits, shift) = match text.trim().to_ascii_uppercase() {
-        t if t.ends_with('T') => (t[..t.len() - 1].to_string(), 40),
-        t if t.ends_with('G') => (t[..t.len() - 1].to_string(), 30),
-        t if t.ends_with('M') => (t[..t.len() - 1].to_string(), 20),
-        t if t.ends_with('K') => (t[..t.len() - 1].to_string(), 10),
-        t => (t, 0),
-    };
-    let number: u64 = digits.parse().map_err(|_| bad())?;
-    number
-        .checked_mul(1 << shift)
-        .filter(|&n| n > 0)
-        .ok_or_else(bad)
+    })
 }
 
 /// A free port on 127.0.0.1 for the SSH forward: from 2222 up, as users

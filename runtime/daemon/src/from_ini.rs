@@ -17,7 +17,8 @@ pub const QEMU_DOWNLOAD: &str = "https://www.qemu.org/download/#windows";
 /// Parses `defaults` (config tokens, e.g. the installed `kernel=`), then
 /// the ini `ini`, whose values win, and writes the result to `out`
 /// atomically. Returns what the installer reads from stdout: `service=NAME`
-/// when the ini's `[service]` asks for one, else nothing.
+/// when the ini's `[service]` asks for one, and the guest to create
+/// ([`guest_lines`]).
 pub fn write_config(defaults: &[String], ini: &Path, out: &Path) -> Result<String, StartError> {
     let config = |message: String| StartError::new(exit::CONFIG, message);
     let named = ini.file_name().map(|n| n.to_string_lossy().to_lowercase());
@@ -48,11 +49,55 @@ pub fn write_config(defaults: &[String], ini: &Path, out: &Path) -> Result<Strin
             ini.display()
         ))
     })?;
+    let guest = guest_lines(&settings).map_err(config)?;
     write_atomically(out, &text).map_err(|e| config(format!("{}: {e}", out.display())))?;
-    Ok(settings
+    let service = settings
         .service
         .map(|s| format!("service={}\n", s.value))
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok(service + &guest)
+}
+
+/// What the installer needs to create the guest of the ini's `[guest]`
+/// (by default one called `debian`, from the shipped image): `guest=NAME`,
+/// and `guest_options=` with the `--create` options, quoted for a Windows
+/// command line. Nothing when the ini says `create = no`, or boots a root
+/// of its own (a `[cobd]` path_0, an `[NFS]` root, a `[cluster]`).
+fn guest_lines(settings: &Settings) -> Result<String, String> {
+    let asked = settings.guest.as_ref();
+    let request = asked.map(|g| g.value.clone()).unwrap_or_default();
+    let own_root = if settings.cobd.contains_key(&0) {
+        Some("[cobd] path_0")
+    } else if settings.nfs_root.is_some() {
+        Some("an [NFS] root")
+    } else if settings.cluster.is_some() {
+        Some("a [cluster] role")
+    } else {
+        None
+    };
+    match (own_root, asked) {
+        _ if !request.create => return Ok(String::new()),
+        (Some(root), Some(guest)) => {
+            return Err(format!(
+                "{}: the ini boots {root}, so there is no guest to create; remove [guest] or set create = no",
+                guest.origin
+            ))
+        }
+        (Some(_), None) => return Ok(String::new()),
+        (None, _) => {}
+    }
+    let mut options = Vec::new();
+    if let Some(size) = &request.size {
+        options.push(format!("--size {size}"));
+    }
+    if let Some(image) = &request.image {
+        options.push(format!("--image \"{}\"", image.display()));
+    }
+    let mut lines = format!("guest={}\n", request.name);
+    if !options.is_empty() {
+        lines.push_str(&format!("guest_options={}\n", options.join(" ")));
+    }
+    Ok(lines)
 }
 
 /// The config file: a header, a warning when QEMU cannot be found, then
@@ -116,6 +161,7 @@ mod tests {
              [engine]\nqemu = /nonexistent/qemu-system-x86_64\n",
         )
         .unwrap();
+        // Its own disks: no guest to create.
         assert_eq!(stdout, "service=node\n");
         let settings = colinux_config::parse_str(&text, &dir.path().join("colinux.conf")).unwrap();
         assert_eq!(settings.mem_mb.unwrap().value, 384);
@@ -180,15 +226,61 @@ mod tests {
     }
 
     #[test]
-    fn no_service_prints_nothing_and_names_must_be_ini() {
+    fn no_service_and_no_disks_print_the_default_guest_and_names_must_be_ini() {
         let dir = tempfile::tempdir().unwrap();
         let (stdout, _) = convert(dir.path(), "[comosix]\nmemory_size = 64\n").unwrap();
-        assert_eq!(stdout, "");
+        assert_eq!(stdout, "guest=debian\n");
         let out = dir.path().join("x.conf");
         let err = write_config(&[], &dir.path().join("x.conf"), &out).unwrap_err();
         assert!(err.message.contains("must end in .ini"), "{}", err.message);
         let missing = dir.path().join("missing.ini");
         let err = write_config(&[], &missing, &out).unwrap_err();
         assert!(err.message.contains("missing.ini"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_guest_section_names_size_image_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mine.ext4"), "").unwrap();
+        let (stdout, _) = convert(
+            dir.path(),
+            "[guest]\nname = lab\nsize = 20G\nimage = mine.ext4\n[service]\ninstall = yes\n",
+        )
+        .unwrap();
+        let image = dir.path().join("mine.ext4");
+        assert_eq!(
+            stdout,
+            format!(
+                "service=colinux\nguest=lab\nguest_options=--size 20G --image \"{}\"\n",
+                image.display()
+            )
+        );
+        let (stdout, _) = convert(dir.path(), "[guest]\ncreate = no\n").unwrap();
+        assert_eq!(stdout, "");
+
+        for (ini, expected) in [
+            (
+                "[guest]\nsize = 20 gigs\n",
+                "colinux.ini:2: size = 20 gigs: bad [guest] size",
+            ),
+            ("[guest]\nname = a b\n", "[guest] name \"a b\""),
+            (
+                "[guest]\nimage = gone.ext4\n",
+                "colinux.ini:2: image = gone.ext4: bad [guest] image",
+            ),
+            (
+                "[guest]\ncolour = red\n",
+                "unknown key \"colour\" in [guest]",
+            ),
+            (
+                "[cobd]\npath_0 = root.img\n[guest]\nsize = 2G\n",
+                "the ini boots [cobd] path_0, so there is no guest to create",
+            ),
+        ] {
+            let err = convert(dir.path(), ini).unwrap_err();
+            assert_eq!(err.code, exit::CONFIG);
+            assert!(err.message.contains(expected), "{ini}: {}", err.message);
+            assert!(!err.message.contains('\n'), "{}", err.message);
+        }
     }
 }

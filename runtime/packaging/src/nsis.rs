@@ -35,6 +35,9 @@ pub struct InstallerSpec {
     /// `("i386" | "x86_64", bzImage)`. The i386 one is required: the default
     /// config boots it.
     pub kernels: Vec<(String, PathBuf)>,
+    /// The stock image (`debian.ext4.zst`): installed as a component, on by
+    /// default, and a guest is created from it.
+    pub image: Option<PathBuf>,
     /// Installed beside the programs under their own names (README.md, COPYING…).
     pub docs: Vec<PathBuf>,
     /// Sign the uninstaller and the installer with these keys at this time
@@ -144,6 +147,9 @@ pub fn makensis_args(
         };
         define(def, &nsis_path(path)?);
     }
+    if let Some(image) = &spec.image {
+        define("IMAGE_DEBIAN", &nsis_path(image)?);
+    }
     for (i, doc) in spec.docs.iter().enumerate() {
         define(&format!("DOC_{}", i + 1), &nsis_path(doc)?);
         define(&format!("DOC_{}_NAME", i + 1), &doc_name(doc)?);
@@ -167,6 +173,7 @@ fn check_inputs(spec: &InstallerSpec) -> Result<(), Error> {
     for path in [&spec.daemon_exe, &spec.console_exe]
         .into_iter()
         .chain(kernels)
+        .chain(&spec.image)
         .chain(&spec.docs)
     {
         if !path.is_file() {
@@ -318,6 +325,7 @@ mod tests {
                 ("i386".into(), file("bzImage")),
                 ("x86_64".into(), file("bzImage64")),
             ],
+            image: Some(file("debian.ext4.zst")),
             docs: vec![file("README.md"), file("COPYING")],
             sign: None,
         }
@@ -347,6 +355,7 @@ mod tests {
             format!("-DCONSOLE_EXE={d}/colinux-console.exe"),
             format!("-DKERNEL_I386={d}/bzImage"),
             format!("-DKERNEL_X86_64={d}/bzImage64"),
+            format!("-DIMAGE_DEBIAN={d}/debian.ext4.zst"),
             format!("-DDOC_2={d}/COPYING"),
             "-DDOC_2_NAME=COPYING".into(),
             format!("-DDEFAULT_CONF={DEFAULT_CONF}"),

@@ -54,6 +54,18 @@ fn built() -> &'static Built {
             std::fs::write(&path, format!("stand-in {name}\n").repeat(1000)).unwrap();
             path
         };
+        // A stand-in image too: 8 MiB of zeros, which --create unpacks as
+        // it would the real one (the dist test boots the real one).
+        let raw = dir.join("debian.ext4");
+        std::fs::write(&raw, vec![0u8; IMAGE_BYTES as usize]).unwrap();
+        let image = dir.join("debian.ext4.zst");
+        let zstd = Command::new("zstd")
+            .args(["-q", "-o"])
+            .arg(&image)
+            .arg(&raw)
+            .status()
+            .unwrap();
+        assert!(zstd.success(), "zstd");
         let spec = InstallerSpec {
             version: "0.1.0".into(),
             daemon_exe: daemon.clone(),
@@ -62,6 +74,7 @@ fn built() -> &'static Built {
                 ("i386".into(), kernel("bzImage-i386")),
                 ("x86_64".into(), kernel("bzImage-x86_64")),
             ],
+            image: Some(image),
             docs: vec![
                 root().join("COPYING"),
                 root().join("runtime/packaging/README.md"),
@@ -237,6 +250,17 @@ fn drive_c() -> PathBuf {
     root().join("target/cache/wine/drive_c")
 }
 
+/// The stand-in image's unpacked size.
+const IMAGE_BYTES: u64 = 8 << 20;
+
+/// Where the installer creates guests (`%ProgramData%\coLinux`), emptied
+/// for each test: a guest left there would be kept, not created.
+fn guests() -> PathBuf {
+    let dir = drive_c().join("ProgramData/coLinux");
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// A folder with the installer and, if given, an ini beside it, as a
 /// share would hold.
 fn deployment(name: &str, ini: Option<&str>) -> PathBuf {
@@ -285,6 +309,7 @@ fn install_dir(name: &str) -> (String, PathBuf) {
 #[test]
 fn silent_install_from_an_ini_then_uninstall() {
     let _one = one_at_a_time();
+    let guests = guests();
     let share = deployment(
         "share",
         Some(
@@ -308,6 +333,7 @@ fn silent_install_from_an_ini_then_uninstall() {
         "COPYING",
         "README.md",
         "colinux.conf",
+        "images/debian.ext4.zst",
         "uninstall.exe",
     ];
     for name in installed {
@@ -340,6 +366,9 @@ fn silent_install_from_an_ini_then_uninstall() {
         conf.contains("https://www.qemu.org/download/#windows"),
         "{conf}"
     );
+    // The ini boots its own root: no guest made from the image.
+    assert!(!guests.exists(), "a guest was created beside an NFS root");
+    assert!(setup_log().contains("no guest created"), "{}", setup_log());
 
     // The installed daemon accepts the config; only the engine is missing,
     // which is its documented exit code 3.
@@ -395,22 +424,36 @@ fn an_ini_with_a_gap_installs_nothing() {
 }
 
 #[test]
-fn without_an_ini_the_documented_default_config_is_installed() {
+fn without_an_ini_a_guest_is_made_from_the_image_and_outlives_the_uninstall() {
     let _one = one_at_a_time();
+    let guests = guests();
     let share = deployment("plain", None);
     let (win_dir, dir) = install_dir("plain");
     let out = wine(&["setup.exe", "/S", &format!("/D={win_dir}")], &share);
-    assert!(out.status.success(), "setup.exe /S: {out:?}");
-    let conf = std::fs::read_to_string(dir.join("colinux.conf")).unwrap();
-    let template = std::fs::read_to_string(nsis::DEFAULT_CONF).unwrap();
-    assert!(conf.starts_with(&template), "{conf}");
     assert!(
-        conf.contains("# WARNING: the installer did not find QEMU"),
+        out.status.success(),
+        "setup.exe /S: {out:?}\n{}",
+        setup_log()
+    );
+    let log = setup_log();
+    assert!(log.contains("QEMU for Windows was not found"), "{log}");
+    assert!(log.contains("created guest debian"), "{log}");
+
+    // colinux.conf, which the Start menu starts, is the guest's.
+    let disk = guests.join("debian.ext4");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), IMAGE_BYTES);
+    let guest_conf = std::fs::read_to_string(guests.join("debian.conf")).unwrap();
+    assert!(
+        guest_conf.contains("\ncobd0=C:\\ProgramData\\coLinux\\debian.ext4")
+            && guest_conf.contains("eth0=slirp,,tcp:")
+            && guest_conf.contains(&format!("kernel={win_dir}\\bzImage-i386")),
+        "{guest_conf}"
+    );
+    let conf = std::fs::read_to_string(dir.join("colinux.conf")).unwrap();
+    assert!(
+        conf.contains("@\"C:\\ProgramData\\coLinux\\debian.conf\""),
         "{conf}"
     );
-    assert!(setup_log().contains("QEMU for Windows was not found"));
-    // With the disk image it names, the daemon accepts it; only QEMU is missing.
-    std::fs::write(dir.join("root.ext4"), vec![0u8; 4096]).unwrap();
     let dry = wine(
         &[
             &format!("{win_dir}\\colinux-daemon.exe"),
@@ -419,15 +462,25 @@ fn without_an_ini_the_documented_default_config_is_installed() {
         ],
         &dir,
     );
+    // Only QEMU is missing: its documented exit code.
     assert_eq!(dry.status.code(), Some(3), "{dry:?}");
+
+    // Installing again keeps the guest, and what the guest wrote.
+    std::fs::write(&disk, "the guest's data").unwrap();
+    let out = wine(&["setup.exe", "/S", &format!("/D={win_dir}")], &share);
+    assert!(out.status.success(), "setup.exe /S again: {out:?}");
+    assert!(setup_log().contains("kept the existing guest debian"));
     uninstall(&win_dir, &dir);
-    assert!(!dir.join("colinux.conf").exists() && dir.join("root.ext4").exists());
+    assert!(!dir.join("colinux.conf").exists() && !dir.join("images").exists());
+    assert_eq!(std::fs::read_to_string(&disk).unwrap(), "the guest's data");
+    assert!(guests.join("debian.conf").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_ini_service_is_created_and_the_uninstaller_removes_it() {
     let _one = one_at_a_time();
+    let _guests = guests();
     let name = format!("test{}", std::process::id());
     let share = deployment(
         "service",

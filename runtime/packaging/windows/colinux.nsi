@@ -5,6 +5,7 @@
 ;   -DVERSION=0.1.0 -DVERSION_QUAD=0.1.0.0 -DOUTFILE=…-setup.exe
 ;   -DDAEMON_EXE=… -DCONSOLE_EXE=… -DDEFAULT_CONF=…/windows/colinux.conf
 ;   -DKERNEL_I386=…/bzImage [-DKERNEL_X86_64=…/bzImage]
+;   [-DIMAGE_DEBIAN=…/debian.ext4.zst]  (the stock image, and a guest made from it)
 ;   [-DDOC_1=…/README.md -DDOC_1_NAME=README.md … up to DOC_16]
 ;   [-DUNINSTALLER_SIGN_SCRIPT=…/sign.sh]  (signs the uninstaller at build time)
 ;
@@ -14,12 +15,19 @@
 ; (--from-ini) before anything is copied; an error there ends the install
 ; with exit code 2 and nothing installed. See runtime/packaging/README.md.
 ;
+; With the image, the installer creates a guest from it (colinux-daemon
+; --create, in %ProgramData%\coLinux, where uninstalling leaves it), as the
+; ini's [guest] says (name, size, the user's own image; create = no for
+; none), and colinux.conf, which the Start menu starts, points at it.
+;
 ; Exit codes: 0 installed; 1 cancelled; 2 the ini was refused, nothing
-; installed; 3 installed, but the Windows service could not be created.
+; installed; 3 installed, but the Windows service could not be created;
+; 4 installed, but the guest could not be created.
 
 Unicode true
 Target amd64-unicode
-SetCompressor /SOLID lzma
+; Not solid: the image is compressed already and is stored as it is.
+SetCompressor lzma
 RequestExecutionLevel admin
 ManifestSupportedOS all
 
@@ -77,7 +85,9 @@ VIAddVersionKey "LegalCopyright" "GPL-2.0; see COPYING"
 Var IniFile      ; colinux.ini or comosix.ini beside setup.exe, or empty
 Var QemuPath     ; QEMU's qemu-system-i386.exe when found, or empty
 Var ServiceName  ; the service to create, or empty
-Var ServiceDone
+Var GuestName    ; the guest to create from the image, or empty
+Var GuestOptions ; the ini's --create options (--size, --image)
+Var DataDir      ; where guests live: %ProgramData%\coLinux, as the daemon has it
 
 ; The payload, written once for the installer (File) and once for the
 ; uninstaller (Delete): the uninstaller removes exactly these names.
@@ -137,6 +147,49 @@ Function AppendLog
   Pop $0
 FunctionEnd
 
+; The value of the line KEY=value in a command's output, or "".
+; Push the output, then KEY; pops the value.
+Function OutputValue
+  Exch $1
+  Exch
+  Exch $0
+  Push $2
+  Push $3
+  Push $4
+  StrCpy $0 "$\n$0"
+  StrCpy $1 "$\n$1="
+  StrLen $3 $1
+  StrCpy $4 0
+  find:
+    StrCpy $2 $0 $3 $4
+    StrCmp $2 "" none
+    StrCmp $2 $1 found
+    IntOp $4 $4 + 1
+    Goto find
+  found:
+    IntOp $4 $4 + $3
+    StrCpy $0 $0 "" $4
+    StrCpy $4 0
+  cut:
+    StrCpy $2 $0 1 $4
+    StrCmp $2 "" end
+    StrCmp $2 "$\n" end
+    StrCmp $2 "$\r" end
+    IntOp $4 $4 + 1
+    Goto cut
+  end:
+    StrCpy $0 $0 $4
+    Goto done
+  none:
+    StrCpy $0 ""
+  done:
+  Pop $4
+  Pop $3
+  Pop $2
+  Pop $1
+  Exch $0
+FunctionEnd
+
 ; $0 without its trailing CR/LF.
 Function TrimNewlines
   Exch $0
@@ -153,6 +206,10 @@ Function TrimNewlines
 FunctionEnd
 
 Function .onInit
+  StrCpy $GuestName "debian"
+  StrCpy $GuestOptions ""
+  ReadEnvStr $DataDir "ProgramData"
+  StrCpy $DataDir "$DataDir\coLinux"
   StrCpy $IniFile ""
   ${If} ${FileExists} "$EXEDIR\colinux.ini"
     StrCpy $IniFile "$EXEDIR\colinux.ini"
@@ -208,13 +265,18 @@ Section "coLinux (daemon, console, kernels)" SecMain
       SetErrorLevel 2
       Abort
     ${EndIf}
-    StrCpy $ServiceName ""
-    ${If} $1 != ""
-      StrCpy $2 $1 8
-      ${If} $2 == "service="
-        StrCpy $ServiceName $1 "" 8
-      ${EndIf}
-    ${EndIf}
+    Push $1
+    Push "service"
+    Call OutputValue
+    Pop $ServiceName
+    Push $1
+    Push "guest"
+    Call OutputValue
+    Pop $GuestName
+    Push $1
+    Push "guest_options"
+    Call OutputValue
+    Pop $GuestOptions
   ${EndIf}
 
   SetOutPath "$INSTDIR"
@@ -260,22 +322,71 @@ Section "coLinux (daemon, console, kernels)" SecMain
   CreateShortcut "$SMPROGRAMS\coLinux\coLinux console.lnk" "$INSTDIR\colinux-console.exe" 'colinux'
   CreateShortcut "$SMPROGRAMS\coLinux\coLinux configuration.lnk" "$WINDIR\notepad.exe" '"$INSTDIR\colinux.conf"'
   CreateShortcut "$SMPROGRAMS\coLinux\Uninstall coLinux.lnk" "$INSTDIR\uninstall.exe"
+SectionEnd
 
-  ${If} $ServiceName != ""
-    Call InstallService
+!ifdef IMAGE_DEBIAN
+Section "Debian guest (the stock image, and a guest made from it)" SecImage
+  SetOutPath "$INSTDIR\images"
+  SetCompress off
+  File "/oname=debian.ext4.zst" "${IMAGE_DEBIAN}"
+  SetCompress auto
+  SetOutPath "$INSTDIR"
+  ${If} $GuestName == ""
+    !insertmacro Log "$IniFile boots a root of its own (or says create = no): no guest created"
+  ${ElseIf} ${FileExists} "$DataDir\$GuestName.conf"
+    !insertmacro Log "kept the existing guest $GuestName in $DataDir"
+    Call PointAtGuest
+  ${Else}
+    ; The ini's config (credentials, memory, QEMU…) becomes the guest's.
+    ${If} $IniFile != ""
+      StrCpy $1 '"@$INSTDIR\colinux.conf"'
+    ${ElseIf} $QemuPath != ""
+      StrCpy $1 '"qemu=$QemuPath"'
+    ${Else}
+      StrCpy $1 ""
+    ${EndIf}
+    !insertmacro Log "creating the guest $GuestName in $DataDir"
+    nsExec::ExecToStack '"$INSTDIR\colinux-daemon.exe" --create $GuestName --data-dir "$DataDir" $GuestOptions $1'
+    Pop $0
+    Pop $1
+    ${If} $0 == "0"
+      !insertmacro Log "$1"
+      Call PointAtGuest
+    ${Else}
+      !insertmacro Log "the guest $GuestName was not created (exit code $0): $1"
+      MessageBox MB_ICONEXCLAMATION|MB_OK "The guest $GuestName was not created:$\r$\n$\r$\n$1" /SD IDOK
+      SetErrorLevel 4
+    ${EndIf}
   ${EndIf}
 SectionEnd
 
+; colinux.conf, which the Start menu, the console shortcut and the service
+; use, becomes the created guest's config.
+Function PointAtGuest
+  FileOpen $0 "$INSTDIR\colinux.conf" w
+  FileWrite $0 "# The guest $GuestName, which the installer created with colinux-daemon --create.$\r$\n"
+  FileWrite $0 "# Its disk and config are in $DataDir; uninstalling leaves them there.$\r$\n"
+  FileWrite $0 '@"$DataDir\$GuestName.conf"$\r$\n'
+  FileClose $0
+  !insertmacro Log "$INSTDIR\colinux.conf starts the guest $GuestName ($DataDir\$GuestName.conf)"
+FunctionEnd
+!endif
+
 Section /o "Windows service (starts the guest at boot)" SecService
-  ${If} $ServiceDone != "1"
+  ${If} $ServiceName == ""
     StrCpy $ServiceName "colinux"
+  ${EndIf}
+SectionEnd
+
+; Last, once colinux.conf is final: the service the ini or the page asked for.
+Section "-service"
+  ${If} $ServiceName != ""
     Call InstallService
   ${EndIf}
 SectionEnd
 
 ; colinux-daemon --install-service NAME @colinux.conf (runtime/daemon/README.md).
 Function InstallService
-  StrCpy $ServiceDone "1"
   !insertmacro Log "creating the service colinux-$ServiceName"
   nsExec::ExecToStack '"$INSTDIR\colinux-daemon.exe" --install-service $ServiceName "@$INSTDIR\colinux.conf"'
   Pop $0
@@ -291,11 +402,15 @@ FunctionEnd
 
 !insertmacro MUI_FUNCTION_DESCRIPTION_BEGIN
   !insertmacro MUI_DESCRIPTION_TEXT ${SecMain} "colinux-daemon, colinux-console, the guest kernels, the documentation and colinux.conf."
+  !ifdef IMAGE_DEBIAN
+    !insertmacro MUI_DESCRIPTION_TEXT ${SecImage} "The stock Debian image, and a guest made from it in $DataDir (its own disk, SSH forwarded from 127.0.0.1), which the Start menu starts."
+  !endif
   !insertmacro MUI_DESCRIPTION_TEXT ${SecService} "A Windows service, colinux-colinux, that runs the guest of colinux.conf at boot (colinux-daemon --install-service)."
 !insertmacro MUI_FUNCTION_DESCRIPTION_END
 
 ; Removes what the installer wrote, by name: the user's disk images and any
-; other file in the folder stay (and then so does the folder).
+; other file in the folder stay (and then so does the folder), and so do
+; the guests in %ProgramData%\coLinux.
 Section "Uninstall"
   ReadRegStr $0 HKLM "${REGKEY}" "Service"
   ${If} $0 != ""
@@ -303,6 +418,8 @@ Section "Uninstall"
     Pop $1
   ${EndIf}
   !insertmacro Payload OptDelete
+  Delete "$INSTDIR\images\debian.ext4.zst"
+  RMDir "$INSTDIR\images"
   Delete "$INSTDIR\colinux.conf"
   Delete "$INSTDIR\uninstall.exe"
   RMDir "$INSTDIR"
