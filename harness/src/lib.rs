@@ -480,6 +480,42 @@ pub fn qemu_direct_boot(
     (program.into(), args)
 }
 
+/// A scratch root that dpkg installs into (`dpkg --root`), with the empty
+/// database of a machine that has nothing installed yet.
+pub struct DpkgRoot(PathBuf);
+
+impl DpkgRoot {
+    pub fn new(dir: &Path) -> Result<DpkgRoot> {
+        let admin = dir.join("var/lib/dpkg");
+        for sub in ["updates", "info", "triggers"] {
+            std::fs::create_dir_all(admin.join(sub))?;
+        }
+        for file in ["status", "available"] {
+            std::fs::write(admin.join(file), "")?;
+        }
+        Ok(DpkgRoot(dir.to_path_buf()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `dpkg --root=ROOT ARGS…`. Our packages have no maintainer scripts,
+    /// but dpkg wants the permission anyway; their dependencies (libc6,
+    /// QEMU) are the host's, not in this database.
+    pub fn dpkg(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", self.0.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-depends",
+                "--log=/dev/null",
+            ])
+            .args(args);
+        cmd
+    }
+}
+
 /// A free TCP port on the loopback interface, for a guest's port redirect.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -515,6 +551,12 @@ impl Ssh {
             ))));
         }
         Ok(Ssh { key, port })
+    }
+
+    /// The same key, for a guest reached on another port (one its
+    /// config chose after the key was handed over).
+    pub fn at_port(self, port: u16) -> Ssh {
+        Ssh { port, ..self }
     }
 
     /// The public key, for the image's `--root-key`.

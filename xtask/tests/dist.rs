@@ -92,6 +92,7 @@ fn the_bundle_holds_every_artifact_each_signed_and_foreign_tools_verify_it() {
     for expected in [
         format!("colinux-{v}-windows-x86_64-setup.exe"),
         format!("colinux_{v}_amd64.deb"),
+        format!("colinux-image-debian_{v}_all.deb"),
         format!("colinux-{v}-linux-x86_64.tar.gz"),
         format!("colinux-{v}.cdx.json"),
         "colinux-release.pub".to_string(),

@@ -1,14 +1,21 @@
 //! The stock images as users run them: each built by `cargo xtask image`
 //! with no credentials in it, made a guest of its own by `colinux-daemon
 //! --create` (its zstd copy unpacked, its config written), booted to login
-//! by colinux-daemon (from `cargo xtask runtime`) with our kernel under TCG
-//! and root's key made for the test handed over at the first start
-//! (`root_key=`), logged in to over SSH through the daemon's slirp
-//! redirect, and checked from inside. One boot per image; the trixie boot
-//! also carries the PAE check and the password path (`root_password_hash=`,
-//! a login on the serial console), the x86_64 boot the SMP and big-memory
-//! checks. A first boot with neither, on a terminal, asks for a password
-//! once.
+//! by colinux-daemon with our kernel under TCG and root's key made for the
+//! test handed over at the first start (`root_key=`), logged in to over
+//! SSH through the daemon's slirp redirect, and checked from inside. One
+//! boot per image; the trixie boot also carries the PAE check and the
+//! password path (`root_password_hash=`, a login on the serial console),
+//! the x86_64 boot the SMP and big-memory checks. A first boot with
+//! neither, on a terminal, asks for a password once.
+//!
+//! The shipped image comes from the release bundle (`cargo xtask dist`),
+//! as a user gets it: on Linux its two .debs installed with dpkg, whose
+//! daemon creates and runs the guest and which leave the guest's disk when
+//! purged; on Windows the silent installer under Wine with an ini naming
+//! root's key, which creates the guest that the installed daemon boots on
+//! the real QEMU for Windows, and whose uninstaller leaves it. Those two
+//! guests, made from one image, must differ in host keys and machine-id.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +23,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::{assert_fsck_clean, free_port, Guest, Ssh};
+use std::sync::Mutex;
+
+use harness::wine::{z_path, Wine, WINDOWS_ENGINE};
+use harness::{assert_fsck_clean, free_port, DpkgRoot, Guest, Ssh};
 
 /// Generous: a systemd boot under TCG takes 35 to 90 s here, more when
 /// the other guests of this file boot at the same time.
@@ -60,6 +70,32 @@ fn daemon() -> &'static Path {
     })
 }
 
+/// The release bundle, as `cargo xtask dist` publishes it (a no-op when
+/// it is current: the dist test built it).
+fn release() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        xtask_ok(&["dist"]);
+        root().join("target/dist")
+    })
+}
+
+/// The bundle's file whose name starts with `prefix`.
+fn released(prefix: &str) -> PathBuf {
+    let dir = release();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && !name.ends_with(".minisig")
+        })
+        .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+}
+
+/// The Linux packages a user installs: colinux and colinux-image-debian.
+const DEBS: [&str; 2] = ["colinux_", "colinux-image-debian_"];
+
 /// A stock image and what its guest must show.
 struct Stock {
     /// The image's name: its recipe, and the files' names.
@@ -81,9 +117,14 @@ struct Stock {
     /// Give the guest a disk 1 GiB larger than the image (its root grows
     /// at boot) and check that what it frees goes back to the host.
     grow_and_trim: bool,
+    /// Take the daemon, kernel and image from the release's .debs,
+    /// installed into a scratch root, instead of from their stages.
+    from_release: bool,
 }
 
 const GIB: u64 = 1 << 30;
+/// Where the image package puts the image.
+const INSTALLED_IMAGE: &str = "/usr/share/colinux/debian.ext4.zst";
 const MIB: u64 = 1 << 20;
 
 /// Bytes the host file really holds (it is sparse).
@@ -104,25 +145,27 @@ fn password_hash() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A guest as users make one: `colinux-daemon --create` from the stock
-/// image `name` (built, or found current) into `dir`, with `tokens` for its
-/// config and a disk `grow` bytes larger than the image. Returns its
-/// config file and its disk.
-fn create(name: &str, dir: &Path, grow: u64, tokens: &[String]) -> (PathBuf, PathBuf) {
-    xtask_ok(&["image", "--distro", name]);
-    let images = root().join("target/images").join(name);
-    let image_bytes = std::fs::metadata(images.join(format!("{name}.ext4")))
-        .unwrap()
-        .len();
-    let out = Command::new(daemon())
-        .arg("--create")
-        .arg(name)
-        .arg("--image")
-        .arg(images.join(format!("{name}.ext4.zst")))
+/// A guest as users make one: `daemon --create NAME` into `dir`, from
+/// `image` (or the one the daemon finds beside itself), with `tokens` for
+/// its config and a disk `size` bytes large. Returns its config and disk.
+fn create_with(
+    daemon: &Path,
+    name: &str,
+    image: Option<&Path>,
+    dir: &Path,
+    size: u64,
+    tokens: &[String],
+) -> (PathBuf, PathBuf) {
+    let mut command = Command::new(daemon);
+    command.arg("--create").arg(name);
+    if let Some(image) = image {
+        command.arg("--image").arg(image);
+    }
+    let out = command
         .arg("--data-dir")
         .arg(dir)
         .arg("--size")
-        .arg(format!("{}K", (image_bytes + grow) >> 10))
+        .arg(format!("{}K", size >> 10))
         .args(tokens)
         .output()
         .unwrap();
@@ -136,6 +179,35 @@ fn create(name: &str, dir: &Path, grow: u64, tokens: &[String]) -> (PathBuf, Pat
         dir.join(format!("{name}.conf")),
         dir.join(format!("{name}.ext4")),
     )
+}
+
+/// The stock image `name` (built, or found current) unpacked: its size.
+fn stock_image(name: &str) -> (PathBuf, u64) {
+    xtask_ok(&["image", "--distro", name]);
+    let images = root().join("target/images").join(name);
+    let bytes = std::fs::metadata(images.join(format!("{name}.ext4")))
+        .unwrap()
+        .len();
+    (images.join(format!("{name}.ext4.zst")), bytes)
+}
+
+/// [`create_with`] the runtime stage's daemon and the image stage's image,
+/// `grow` bytes larger.
+fn create(name: &str, dir: &Path, grow: u64, tokens: &[String]) -> (PathBuf, PathBuf) {
+    let (image, bytes) = stock_image(name);
+    create_with(daemon(), name, Some(&image), dir, bytes + grow, tokens)
+}
+
+/// The host keys and machine-ids of the guests made from the shipped
+/// image so far: no two may share one.
+fn check_unique(guest: &str, machine_id: &str, host_key: &str) {
+    static SEEN: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    for (other, id, key) in seen.iter() {
+        assert_ne!(id, machine_id, "{guest} and {other} share a machine-id");
+        assert_ne!(key, host_key, "{guest} and {other} share an SSH host key");
+    }
+    seen.push((guest.into(), machine_id.into(), host_key.into()));
 }
 
 /// Logs in as root on the console with [`PASSWORD`] and checks that a
@@ -164,13 +236,7 @@ fn boot_and_check(stock: &Stock) {
     let t = tempfile::tempdir().unwrap();
     let port = free_port();
     let ssh = Ssh::keygen(t.path(), port).unwrap();
-    xtask_ok(&["kernel", "--arch", stock.kernel_arch]);
-    let kernel = root()
-        .join("target/kernel")
-        .join(stock.kernel_arch)
-        .join("bzImage");
     let mut tokens = vec![
-        format!("kernel={}", kernel.display()),
         format!("eth0=slirp,,tcp:{port}:22"),
         format!("root_key={}", ssh.public_key().display()),
     ];
@@ -178,8 +244,42 @@ fn boot_and_check(stock: &Stock) {
         tokens.push(format!("root_password_hash={}", password_hash()));
     }
     let grow = if stock.grow_and_trim { GIB } else { 0 };
-    let (conf, image) = create(stock.name, t.path(), grow, &tokens);
-    let image_bytes = std::fs::metadata(&image).unwrap().len() - grow;
+    let (stage_image, image_bytes) = stock_image(stock.name);
+    let installed = stock.from_release.then(|| {
+        let machine = DpkgRoot::new(&t.path().join("machine")).unwrap();
+        let mut install = machine.dpkg(&["--install"]);
+        let out = install.args(DEBS.map(released)).output().unwrap();
+        assert!(out.status.success(), "dpkg --install: {out:?}");
+        machine
+    });
+    let (daemon, conf, image) = match &installed {
+        // The installed daemon finds the installed kernel and image.
+        Some(machine) => {
+            let daemon = machine.path().join("usr/bin/colinux-daemon");
+            let data = machine.path().join("var/lib/colinux");
+            let size = image_bytes + grow;
+            let (conf, image) = create_with(&daemon, stock.name, None, &data, size, &tokens);
+            (daemon, conf, image)
+        }
+        None => {
+            xtask_ok(&["kernel", "--arch", stock.kernel_arch]);
+            let kernel = root()
+                .join("target/kernel")
+                .join(stock.kernel_arch)
+                .join("bzImage");
+            tokens.push(format!("kernel={}", kernel.display()));
+            let size = image_bytes + grow;
+            let (conf, image) = create_with(
+                daemon(),
+                stock.name,
+                Some(&stage_image),
+                t.path(),
+                size,
+                &tokens,
+            );
+            (daemon().to_path_buf(), conf, image)
+        }
+    };
     let built = started.elapsed();
 
     let mut args: Vec<String> = vec![
@@ -191,7 +291,7 @@ fn boot_and_check(stock: &Stock) {
     args.extend(stock.settings.iter().map(|s| s.to_string()));
     let mut guest = Guest::start(
         &format!("guests-{}", stock.name),
-        daemon().to_str().unwrap(),
+        daemon.to_str().unwrap(),
         &args,
     )
     .unwrap();
@@ -305,6 +405,19 @@ fn boot_and_check(stock: &Stock) {
     let _ = ssh.run("systemctl poweroff");
     let status = guest.wait_exit(POWER_OFF).unwrap();
     assert_eq!(status.code(), Some(0), "a clean power-off is exit code 0");
+    if let Some(machine) = &installed {
+        check_unique("the Linux guest", fact("machine_id"), fact("host_key"));
+        let purge = machine
+            .dpkg(&["--purge", "colinux", "colinux-image-debian"])
+            .output()
+            .unwrap();
+        assert!(purge.status.success(), "dpkg --purge: {purge:?}");
+        assert!(
+            !machine.path().join(&INSTALLED_IMAGE[1..]).exists(),
+            "the image package left its image"
+        );
+    }
+    // After a purge too: the guest's disk is the user's.
     assert_fsck_clean(&image);
     eprintln!(
         "{}: image and kernel {:.0} s, boot to the login banner {:.0} s, whole test {:.0} s",
@@ -327,6 +440,7 @@ echo "eth0=$(ip -4 -o addr show dev eth0 | awk '{print $4}')"
 echo "machine_id=$(cat /etc/machine-id)"
 echo "boot_time=$(awk '$1 == "btime" {print $2}' /proc/stat)"
 echo "host_key_times=$(stat -c %Y /etc/ssh/ssh_host_*_key | tr '\n' ' ')"
+echo "host_key=$(cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub)"
 echo "cpus=$(getconf _NPROCESSORS_ONLN)"
 echo "mem_kib=$(awk '$1 == "MemTotal:" {print $2}' /proc/meminfo)"
 echo "credentials=$(cat /var/lib/colinux/credentials-applied)"
@@ -340,7 +454,8 @@ fn facts(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Debian stable on i386, with more memory than 32 bits address: PAE.
+/// The shipped image (Debian stable on i386) from the release's .debs,
+/// with more memory than 32 bits address: PAE.
 #[test]
 fn debian_trixie_i386_boots_and_sees_6_gib_through_pae() {
     boot_and_check(&Stock {
@@ -353,6 +468,7 @@ fn debian_trixie_i386_boots_and_sees_6_gib_through_pae() {
         big_memory: true,
         console_login: true,
         grow_and_trim: true,
+        from_release: true,
     });
 }
 
@@ -368,6 +484,7 @@ fn debian_bookworm_i386_boots() {
         big_memory: false,
         console_login: false,
         grow_and_trim: false,
+        from_release: false,
     });
 }
 
@@ -384,6 +501,7 @@ fn ubuntu_noble_amd64_boots_with_2_cpus_and_6_gib() {
         big_memory: true,
         console_login: false,
         grow_and_trim: false,
+        from_release: false,
     });
 }
 
@@ -443,4 +561,112 @@ fn a_first_boot_without_credentials_asks_for_a_password_once() {
     second.send("poweroff\n").unwrap();
     assert_eq!(second.wait_exit(POWER_OFF).unwrap().code(), Some(0));
     assert_fsck_clean(&disk);
+}
+
+/// The release on Windows: the bundle's setup.exe run silently under Wine
+/// with a colinux.ini beside it that names root's key, the guest's size
+/// and the Windows engine; the guest it creates booted by the installed
+/// daemon as the Start menu starts it (`@colinux.conf`), logged in to over
+/// SSH with that key; the uninstaller leaves the guest's disk.
+#[test]
+fn the_release_installs_a_guest_on_windows_that_boots_and_outlives_the_uninstall() {
+    let started = Instant::now();
+    let engine = WINDOWS_ENGINE.program();
+    assert!(
+        engine.is_file(),
+        "{}: the Windows engine is missing; `cargo xtask setup` fetches it",
+        engine.display()
+    );
+    let wine = Wine::prepare(&root().join("target/cache")).unwrap();
+    let share = tempfile::tempdir().unwrap();
+    let setup_exe = format!(
+        "colinux-{}-windows-x86_64-setup.exe",
+        env!("CARGO_PKG_VERSION")
+    );
+    std::fs::copy(release().join(setup_exe), share.path().join("setup.exe")).unwrap();
+    let ssh = Ssh::keygen(share.path(), 0).unwrap();
+    std::fs::copy(ssh.public_key(), share.path().join("root.pub")).unwrap();
+    let (_, image_bytes) = stock_image("debian");
+    let size_mib = (image_bytes + GIB) >> 20;
+    std::fs::write(
+        share.path().join("colinux.ini"),
+        format!(
+            "; a desk\r\n[comosix]\r\nmemory_size = 512\r\n[engine]\r\nqemu = {}\r\n\
+             [credentials]\r\nroot_key = root.pub\r\n[guest]\r\nsize = {size_mib}M\r\n",
+            z_path(&engine)
+        ),
+    )
+    .unwrap();
+
+    let guests = wine.drive_c().join("ProgramData/coLinux");
+    let _ = std::fs::remove_dir_all(&guests);
+    // No space: NSIS takes /D= unquoted, and Wine quotes an argument
+    // with one (the daemon's own test covers such paths).
+    let install = wine.drive_c().join("coLinuxRelease");
+    let _ = std::fs::remove_dir_all(&install);
+    let win_install = r"C:\coLinuxRelease";
+    let setup = Wine::output(
+        wine.command("setup.exe")
+            .args(["/S", &format!("/D={win_install}")])
+            .current_dir(share.path()),
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(wine.drive_c().join("users/root/Temp/colinux-setup.log"))
+        .unwrap_or_default();
+    assert!(setup.status.success(), "setup.exe /S: {setup:?}\n{log}");
+    assert!(log.contains("created guest debian"), "{log}");
+    let disk = guests.join("debian.ext4");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), size_mib << 20);
+    let guest_conf = std::fs::read_to_string(guests.join("debian.conf")).unwrap();
+    let port: u16 = guest_conf
+        .split("eth0=slirp,,tcp:")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no SSH forward in {guest_conf}"));
+    let ssh = ssh.at_port(port);
+    let installed = std::time::Instant::now();
+
+    let mut daemon = wine.command(install.join("colinux-daemon.exe"));
+    daemon
+        .args(["--name", "guests-windows", "@colinux.conf", "accel=tcg"])
+        .current_dir(&install);
+    let mut guest = Guest::spawn("guests-windows", daemon).unwrap();
+    guest.wait_for(LOGIN_BANNER, 2 * BOOT).unwrap();
+    let at_login = installed.elapsed();
+    ssh.wait_ready(&guest, Duration::from_secs(240)).unwrap();
+    let facts = facts(&ssh.output(&guest, FACTS).unwrap());
+    let fact = |name: &str| facts.get(name).map(String::as_str).unwrap_or_default();
+    assert!(
+        fact("credentials").starts_with("root's SSH key set from the host's credentials"),
+        "{facts:?}"
+    );
+    let root_bytes: u64 = fact("root_bytes").parse().unwrap_or(0);
+    assert!(
+        root_bytes > image_bytes + 900 * MIB,
+        "the root filesystem did not grow into the {size_mib} MiB disk: {facts:?}"
+    );
+    check_unique("the Windows guest", fact("machine_id"), fact("host_key"));
+    let _ = ssh.run("systemctl poweroff");
+    let status = guest.wait_exit(2 * POWER_OFF).unwrap();
+    assert_eq!(status.code(), Some(0), "a clean power-off is exit code 0");
+
+    let uninstall = Wine::output(
+        wine.command(install.join("uninstall.exe"))
+            .args(["/S", &format!("_?={win_install}")])
+            .current_dir(&install),
+    )
+    .unwrap();
+    assert!(
+        uninstall.status.success(),
+        "uninstall.exe /S: {uninstall:?}"
+    );
+    assert!(!install.join("colinux-daemon.exe").exists());
+    assert_fsck_clean(&disk);
+    eprintln!(
+        "windows: installed in {:.0} s, boot to the login banner {:.0} s, whole test {:.0} s",
+        (installed - started).as_secs_f64(),
+        at_login.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -24,6 +24,9 @@ pub struct Package {
     pub depends: &'static str,
     pub recommends: &'static str,
     pub description: &'static str,
+    /// `dpkg-deb -Z… -z…`: the image is zstd already, and xz over it
+    /// would take half a minute to gain nothing (lintian refuses none).
+    pub compression: [&'static str; 2],
 }
 
 /// The runtime: the daemon runs its guests on QEMU (and exits with code
@@ -34,6 +37,7 @@ pub const RUNTIME: Package = Package {
     depends: "qemu-system-x86",
     recommends: "colinux-image-debian",
     description: include_str!("../debian/description"),
+    compression: ["-Zxz", "-z6"],
 };
 
 /// The stock root filesystem, which `colinux-daemon --create` unpacks;
@@ -44,6 +48,7 @@ pub const IMAGE_DEBIAN: Package = Package {
     depends: "",
     recommends: "colinux",
     description: include_str!("../debian/image-debian/description"),
+    compression: ["-Zgzip", "-z1"],
 };
 
 /// What [`build_deb`] packs.
@@ -202,13 +207,8 @@ pub fn build_deb(spec: &DebSpec, out_dir: &Path) -> Result<PathBuf, Error> {
     let name = deb_file_name(&spec.package, &spec.version);
     let built = work.path().join(&name);
     run(Command::new("dpkg-deb")
-        .args([
-            "--build",
-            "--root-owner-group",
-            "-Zxz",
-            "-z6",
-            "--threads-max=1",
-        ])
+        .args(["--build", "--root-owner-group", "--threads-max=1"])
+        .args(spec.package.compression)
         .arg(&root)
         .arg(&built)
         .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())

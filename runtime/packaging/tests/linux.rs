@@ -265,25 +265,8 @@ fn dpkg_installs_them_into_a_scratch_root_and_removes_them_leaving_the_guests() 
     let b = built();
     let scratch = tempfile::tempdir().unwrap();
     let target = scratch.path();
-    let admin = target.join("var/lib/dpkg");
-    for dir in ["updates", "info", "triggers"] {
-        std::fs::create_dir_all(admin.join(dir)).unwrap();
-    }
-    std::fs::write(admin.join("status"), "").unwrap();
-    std::fs::write(admin.join("available"), "").unwrap();
-    let dpkg = |args: &[&str]| {
-        let mut cmd = Command::new("dpkg");
-        cmd.arg(format!("--root={}", target.display()))
-            // No maintainer scripts, but dpkg wants the permission anyway;
-            // the dependencies (libc6, qemu) live on the host, not here.
-            .args([
-                "--force-script-chrootless",
-                "--force-depends",
-                "--log=/dev/null",
-            ])
-            .args(args);
-        cmd
-    };
+    let machine = harness::DpkgRoot::new(target).unwrap();
+    let dpkg = |args: &[&str]| machine.dpkg(args);
     run(dpkg(&["--install"]).arg(&b.deb).arg(&b.image_deb));
     for package in ["colinux", "colinux-image-debian"] {
         let status = stdout(&mut dpkg(&["--status", package]));

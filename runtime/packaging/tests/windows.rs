@@ -480,7 +480,7 @@ fn without_an_ini_a_guest_is_made_from_the_image_and_outlives_the_uninstall() {
 #[test]
 fn the_ini_service_is_created_and_the_uninstaller_removes_it() {
     let _one = one_at_a_time();
-    let _guests = guests();
+    let guests = guests();
     let name = format!("test{}", std::process::id());
     let share = deployment(
         "service",
@@ -495,6 +495,13 @@ fn the_ini_service_is_created_and_the_uninstaller_removes_it() {
         "setup.exe /S: {out:?}\n{}",
         setup_log()
     );
+    // The ini names no disk: the guest is made, and the service runs it.
+    assert!(
+        setup_log().contains("created guest debian"),
+        "{}",
+        setup_log()
+    );
+    assert!(guests.join("debian.ext4").is_file());
     let key = format!("HKLM\\System\\CurrentControlSet\\Services\\colinux-{name}");
     let query = wine(&["reg", "query", &key], &dir);
     let text = String::from_utf8_lossy(&query.stdout);

@@ -148,11 +148,11 @@ Function AppendLog
 FunctionEnd
 
 ; The value of the line KEY=value in a command's output, or "".
-; Push the output, then KEY; pops the value.
+; Push the output, then KEY; pops the value. Registers are kept.
 Function OutputValue
-  Exch $1
+  Exch $1 ; KEY
   Exch
-  Exch $0
+  Exch $0 ; the output
   Push $2
   Push $3
   Push $4
@@ -186,8 +186,9 @@ Function OutputValue
   Pop $4
   Pop $3
   Pop $2
-  Pop $1
   Exch $0
+  Exch
+  Pop $1
 FunctionEnd
 
 ; $0 without its trailing CR/LF.
@@ -298,11 +299,12 @@ Section "coLinux (daemon, console, kernels)" SecMain
     FileClose $0
     !insertmacro Log "wrote the default $INSTDIR\colinux.conf"
   ${EndIf}
-  ${If} $QemuPath == ""
+  ; An ini's config names QEMU, or says in a comment that it was not found.
+  ${If} $QemuPath != ""
+    !insertmacro Log "QEMU: $QemuPath"
+  ${ElseIf} $IniFile == ""
     !insertmacro Log "warning: QEMU for Windows was not found: get it from ${QEMU_URL} and set qemu= in colinux.conf"
     MessageBox MB_ICONINFORMATION|MB_OK "QEMU for Windows was not found.$\r$\n$\r$\ncoLinux runs its guests on QEMU: install it from ${QEMU_URL}, then set qemu= in $INSTDIR\colinux.conf (the QEMU installer's default folder is found by itself on the next install)." /SD IDOK
-  ${Else}
-    !insertmacro Log "QEMU: $QemuPath"
   ${EndIf}
 
   WriteUninstaller "$INSTDIR\uninstall.exe"
