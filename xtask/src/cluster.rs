@@ -78,7 +78,7 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(240);
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(150);
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = stage::root().join(&args.dir);
+    let dir = stage::output_dir(&stage::root().join(&args.dir), "--dir")?;
     let _lock = lock(&dir)?;
     if args.down {
         return down(&dir);

@@ -78,7 +78,10 @@ const STAGES: &[(&[&str], &str)] = &[
 
 pub fn run(args: Args) -> Result<()> {
     let root = stage::root();
-    let dest = args.out.clone().unwrap_or_else(|| root.join("target/dist"));
+    let dest = match &args.out {
+        Some(dir) => stage::output_dir(dir, "--out")?,
+        None => root.join("target/dist"),
+    };
     let cache = stage::cache_dir().join("dist");
     let _lock = stage::lock(&cache)?;
     let keys = Keys::load(&args, &cache)?;

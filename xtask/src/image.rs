@@ -77,6 +77,9 @@ const STAGE_CODE: &str = concat!(
 const BOOTSTRAP_CODE: &str = include_str!("image/bootstrap.rs");
 
 pub fn run(args: Args) -> Result<()> {
+    let output = (args.output.as_deref())
+        .map(|dir| stage::output_dir(dir, "--output"))
+        .transpose()?;
     let root = stage::root();
     let recipes_dir = root.join("recipes");
     let (mut name, recipe_path) = recipe_file(&args, &recipes_dir)?;
@@ -168,10 +171,7 @@ pub fn run(args: Args) -> Result<()> {
         key.file(path)?;
     }
     let (cache_key, inputs) = key.finish();
-    let dest = args
-        .output
-        .clone()
-        .unwrap_or_else(|| root.join("target/images").join(&name));
+    let dest = output.unwrap_or_else(|| root.join("target/images").join(&name));
     let run = stage::Run::new("image", args.verify_reproducible);
     if !args.fresh && run.up_to_date(&dest, &cache_key)? {
         tracing::info!("image: {} is up to date", dest.display());

@@ -87,6 +87,9 @@ const BUILD_ENV: &str = "2: ccache without CCACHE_BASEDIR";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub fn run(args: Args) -> Result<()> {
+    let output = (args.output.as_deref())
+        .map(|dir| stage::output_dir(dir, "--output"))
+        .transpose()?;
     let dir = stage::root().join(&args.patches);
     let patches = series::load(&dir)?;
     let pins = source::Pins::load(&dir.join("source.toml"))?;
@@ -130,10 +133,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let config_key = config_key(arch, &src.sha256, &patches, &fragments, &tools)?;
     let (cache_key, inputs) = key.finish();
-    let dest = args
-        .output
-        .clone()
-        .unwrap_or_else(|| stage::root().join("target/kernel").join(arch));
+    let dest = output.unwrap_or_else(|| stage::root().join("target/kernel").join(arch));
     let run = stage::Run::new("kernel", args.verify_reproducible);
     if run.up_to_date(&dest, &cache_key)? {
         tracing::info!("kernel: {} is up to date", dest.display());

@@ -18,6 +18,32 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A stage's `--output DIR` (dist's `--out`), checked before anything is
+/// built: it must name a directory to create or replace, beside others.
+/// Returns it absolute.
+pub fn output_dir(dir: &Path, flag: &str) -> Result<PathBuf> {
+    let shown = dir.display();
+    let absolute = std::path::absolute(dir).with_context(|| format!("{flag} {shown}"))?;
+    let named = dir
+        .components()
+        .next_back()
+        .is_some_and(|c| matches!(c, std::path::Component::Normal(_)));
+    if !named {
+        bail!("{flag} {shown}: name the directory to write, such as target/out (not /, . or ..)");
+    }
+    if absolute.exists() && !absolute.is_dir() {
+        bail!("{flag} {shown}: a file is there; name a directory");
+    }
+    match absolute.parent() {
+        Some(parent) if parent.is_dir() => Ok(absolute),
+        Some(parent) => bail!(
+            "{flag} {shown}: {} does not exist; create it first",
+            parent.display()
+        ),
+        None => bail!("{flag} {shown}: name a directory below /"),
+    }
+}
+
 /// Where stages keep what survives between runs (sources, build trees).
 pub fn cache_dir() -> PathBuf {
     root().join("target/cache")
