@@ -400,18 +400,32 @@ pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
     assert!(last.contains(needle), "expected {needle:?} in {last:?}");
 }
 
+/// Whether this test can do what only root can (`what`, for the message).
+/// Not as root, the check is skipped and says so, except in CI (the `CI`
+/// variable set), which runs the suite as root: there it fails, so no
+/// check passes there without having run.
+pub fn as_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what} needs root, and CI is set: run the suite as root (cargo xtask test)");
+    }
+    eprintln!("not root: {what} skipped (CI would fail here)");
+    false
+}
+
 /// A small tmpfs mounted on a directory, unmounted when dropped: a disk
 /// that fills up, for the full-disk tests.
 pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     /// Mounts `bytes` of tmpfs on `dir` (created). `None` where this
-    /// machine cannot: not root. As root, failing to mount fails the test
-    /// rather than hiding it.
+    /// machine cannot: not root ([`as_root`]). As root, failing to mount
+    /// fails the test rather than hiding it.
     pub fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("not root: cannot mount a small tmpfs, full-disk checks skipped");
+        if !as_root("mounting a small tmpfs (the full-disk checks)") {
             return None;
         }
         std::fs::create_dir_all(dir).expect("cannot create the mount point");

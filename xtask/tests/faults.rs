@@ -261,9 +261,7 @@ fn debian_bootstrap_cached() -> Option<(
     std::sync::MutexGuard<'static, ()>,
 )> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: the image stage cannot run, its fault checks skipped");
+    if !harness::as_root("the image stage (its fault checks)") {
         return None;
     }
     let changing = stage_outputs_changing();
