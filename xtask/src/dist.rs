@@ -82,6 +82,9 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => stage::output_dir(dir, "--out")?,
         None => root.join("target/dist"),
     };
+    // The first command on a fresh machine: it installs what it needs, as
+    // `cargo xtask test` does.
+    crate::setup::run(crate::setup::Args::default())?;
     let cache = stage::cache_dir().join("dist");
     let _lock = stage::lock(&cache)?;
     let keys = Keys::load(&args, &cache)?;
@@ -124,7 +127,8 @@ pub fn run(args: Args) -> Result<()> {
     let run = stage::Run::new("dist", args.verify_reproducible);
     if run.up_to_date(&dest, &cache_key)? {
         tracing::info!("dist: {} is up to date", dest.display());
-        return run.done();
+        run.done()?;
+        return tell_where(&dest, &keys);
     }
     let work = run.work_dir(&cache.join("work"))?;
     let staging = run.staging(&dest)?;
@@ -164,12 +168,36 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     };
     run.finish_sealed(staging, &dest, manifest, Some(&seal))?;
+    let verified = run.verifying();
+    run.done()?;
+    if verified {
+        return Ok(());
+    }
+    tell_where(&dest, &keys)
+}
+
+/// The last words of a dist run: where the bundle is and how to check it.
+fn tell_where(dest: &Path, keys: &Keys) -> Result<()> {
+    let files = files_under(dest)?;
+    let bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     if keys.development {
         tracing::warn!(
             "dist: signed with DEVELOPMENT keys (target/cache/dist/dev-keys): not for release; cargo xtask dist --release signs with the release keys"
         );
     }
-    run.done()
+    let dir = dest.display();
+    println!(
+        "the bundle: {dir} ({} files, {} MiB)\n\
+         check it:   cd {dir} && sha256sum -c SHA256SUMS && minisign -Vm SHA256SUMS -p colinux-release.pub\n\
+         \x20           (bash ci/verify-dist.sh {dir} checks every signature, the installer's Authenticode and the .debs with lintian)",
+        files.len(),
+        bytes >> 20
+    );
+    Ok(())
 }
 
 /// The stages run as they would from the command line, each with its own
