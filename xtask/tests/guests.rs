@@ -11,8 +11,9 @@
 //!
 //! The shipped image comes from the release bundle (`cargo xtask dist`),
 //! as a user gets it: on Linux its two .debs installed with dpkg, whose
-//! daemon creates and runs the guest and which leave the guest's disk when
-//! purged; on Windows the silent installer under Wine with an ini naming
+//! daemon creates the guest and runs it as the systemd unit does (detached,
+//! by name, the console through colinux-console) and which leave the
+//! guest's disk when purged; on Windows the silent installer under Wine with an ini naming
 //! root's key, which creates the guest that the installed daemon boots on
 //! the real QEMU for Windows, and whose uninstaller leaves it. Those two
 //! guests, made from one image, must differ in host keys and machine-id.
@@ -282,26 +283,44 @@ fn boot_and_check(stock: &Stock) {
     };
     let built = started.elapsed();
 
-    let mut args: Vec<String> = vec![
+    // The installed guest runs as its systemd unit runs it (detached, by
+    // name), its console through the installed colinux-console.
+    let name = format!("guests-{}", stock.name);
+    let mut args: Vec<String> = Vec::new();
+    if installed.is_some() {
+        args.push("-d".into());
+    }
+    args.extend([
         "--name".into(),
-        format!("guests-{}", stock.name),
+        name.clone(),
         format!("@{}", conf.display()),
         "accel=tcg".into(),
-    ];
+    ]);
     args.extend(stock.settings.iter().map(|s| s.to_string()));
-    let mut guest = Guest::start(
-        &format!("guests-{}", stock.name),
-        daemon.to_str().unwrap(),
-        &args,
-    )
-    .unwrap();
+    let mut guest = Guest::start(&name, daemon.to_str().unwrap(), &args).unwrap();
+    let mut console = installed.as_ref().map(|machine| {
+        guest
+            .wait_for(&format!("colinux-console {name}"), BOOT)
+            .unwrap();
+        let program = machine.path().join("usr/bin/colinux-console");
+        Guest::start(
+            &format!("{name}-console"),
+            program.to_str().unwrap(),
+            &[name.clone()],
+        )
+        .unwrap()
+    });
     // What the first start applied is checked from inside (the facts):
     // its console line can drown in systemd's status output.
-    guest.wait_for(LOGIN_BANNER, BOOT).unwrap();
+    console
+        .as_mut()
+        .unwrap_or(&mut guest)
+        .wait_for(LOGIN_BANNER, BOOT)
+        .unwrap();
     let at_login = started.elapsed();
     ssh.wait_ready(&guest, Duration::from_secs(120)).unwrap();
     if stock.console_login {
-        console_login(&mut guest);
+        console_login(console.as_mut().unwrap_or(&mut guest));
     }
 
     // Waits for the boot to finish: "running", or "degraded" with a unit
@@ -405,6 +424,10 @@ fn boot_and_check(stock: &Stock) {
     let _ = ssh.run("systemctl poweroff");
     let status = guest.wait_exit(POWER_OFF).unwrap();
     assert_eq!(status.code(), Some(0), "a clean power-off is exit code 0");
+    if let Some(console) = &mut console {
+        let status = console.wait_exit(Duration::from_secs(30)).unwrap();
+        assert_eq!(status.code(), Some(0), "the guest stopped: exit code 0");
+    }
     if let Some(machine) = &installed {
         check_unique("the Linux guest", fact("machine_id"), fact("host_key"));
         let purge = machine
