@@ -165,7 +165,10 @@ impl<'a> Parser<'a> {
             Some(display_dir) => display_dir.join(name),
             None => PathBuf::from(name),
         };
-        let path = dir.join(name);
+        let path = match host_path(dir, name) {
+            Ok(path) => path,
+            Err(kind) => return Err(Error::new(origin, kind)),
+        };
         let id = identity(&path);
         if let Some(start) = self.open_files.iter().position(|(open, _)| *open == id) {
             let mut chain: Vec<PathBuf> = self.open_files[start..]
@@ -483,8 +486,8 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
     let whole = unquote(value);
     let fields = || split_fields(value);
     Ok(match key {
-        Key::Kernel => Value::Kernel(dir.join(&whole)),
-        Key::Initrd => Value::Initrd(dir.join(&whole)),
+        Key::Kernel => Value::Kernel(host_path(dir, &whole)?),
+        Key::Initrd => Value::Initrd(host_path(dir, &whole)?),
         Key::Mem => Value::Mem(parse_mem("memory size", &whole)?),
         Key::Smp => Value::Smp(parse_smp(&whole)?),
         Key::Arch => Value::Arch(match whole.as_str() {
@@ -499,7 +502,7 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
             "tcg" => Accel::Tcg,
             _ => return Err(bad("accelerator", &whole, "auto, kvm, whpx or tcg")),
         }),
-        Key::Qemu => Value::Qemu(program_path(dir, &whole)),
+        Key::Qemu => Value::Qemu(program_path(dir, &whole)?),
         Key::Cocon => Value::Cocon(parse_cocon(&whole)?),
         Key::Color => Value::Color(parse_color(&whole)?),
         Key::Cursor => Value::Cursor(match whole.trim().parse::<u8>() {
@@ -522,18 +525,18 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
         }
         Key::ClusterHead => Value::Cluster(ClusterValue::Head(parse_head(&whole)?)),
         Key::ClusterNetwork => Value::Cluster(ClusterValue::Network(parse_network(&whole)?)),
-        Key::ClusterMunge => Value::Cluster(ClusterValue::MungeKey(dir.join(&whole))),
-        Key::ClusterSshHost => Value::Cluster(ClusterValue::SshHostKey(dir.join(&whole))),
-        Key::ClusterRoot => Value::Cluster(ClusterValue::RootKey(dir.join(&whole))),
-        Key::RootKeyFile => Value::RootKey(dir.join(&whole)),
+        Key::ClusterMunge => Value::Cluster(ClusterValue::MungeKey(host_path(dir, &whole)?)),
+        Key::ClusterSshHost => Value::Cluster(ClusterValue::SshHostKey(host_path(dir, &whole)?)),
+        Key::ClusterRoot => Value::Cluster(ClusterValue::RootKey(host_path(dir, &whole)?)),
+        Key::RootKeyFile => Value::RootKey(host_path(dir, &whole)?),
         Key::RootPasswordHash => {
             crate::credentials::check_password_hash(&whole)
                 .map_err(|reason| ErrorKind::BadPasswordHash { reason })?;
             Value::RootPasswordHash(whole)
         }
-        Key::Cobd(index) => Value::Cobd(index, dir.join(&whole)),
+        Key::Cobd(index) => Value::Cobd(index, host_path(dir, &whole)?),
         Key::Scsi(index) => parse_scsi(index, &fields(), dir)?,
-        Key::Cofs(index) => Value::Cofs(index, dir.join(&whole)),
+        Key::Cofs(index) => Value::Cofs(index, host_path(dir, &whole)?),
         Key::Alias => Value::Alias(name.to_string(), parse_alias_target(&whole, dir)?),
         Key::Eth(index) => {
             let (kind, mac) = parse_net(&fields())?;
@@ -569,7 +572,7 @@ fn parse_value(key: Key, name: &str, value: Option<&str>, dir: &Path) -> Result<
                 return Err(bad("program", program, "a program to run"));
             }
             let args = fields.get(1).filter(|a| !a.trim().is_empty()).cloned();
-            Value::Exec(index, program_path(dir, program), args)
+            Value::Exec(index, program_path(dir, program)?, args)
         }
     })
 }
@@ -752,7 +755,7 @@ fn parse_scsi(index: u8, fields: &[String], dir: &Path) -> Result<Value, ErrorKi
     Ok(Value::Scsi {
         index,
         kind,
-        path: dir.join(path),
+        path: host_path(dir, path)?,
         size_mb,
         grow,
     })
@@ -761,7 +764,7 @@ fn parse_scsi(index: u8, fields: &[String], dir: &Path) -> Result<Value, ErrorKi
 /// `:cobdN` names an existing device; anything else is a file.
 fn parse_alias_target(text: &str, dir: &Path) -> Result<AliasTarget, ErrorKind> {
     let Some(target) = text.strip_prefix(':') else {
-        return Ok(AliasTarget::File(dir.join(text)));
+        return Ok(AliasTarget::File(host_path(dir, text)?));
     };
     let error = || bad("alias target", text, &format!(":cobd0 to :cobd{MAX_COBD}"));
     let digits = target
@@ -876,15 +879,31 @@ fn parse_baud(text: &str) -> Option<u32> {
     Some(short)
 }
 
+/// A path from the config: relative to the config's folder. Windows'
+/// drive-relative form (`C:disk.img`, relative to whichever folder drive
+/// C: was last in) names no fixed file, so it is refused.
+pub(crate) fn host_path(dir: &Path, text: &str) -> Result<PathBuf, ErrorKind> {
+    let path = Path::new(text);
+    if let Some(Component::Prefix(prefix)) = path.components().next() {
+        if !path.has_root() {
+            return Err(ErrorKind::DriveRelative {
+                path: path.to_path_buf(),
+                drive: prefix.as_os_str().to_string_lossy().into_owned(),
+            });
+        }
+    }
+    Ok(dir.join(path))
+}
+
 /// A program with a path separator is a file next to the config; a bare
 /// name is left for a `PATH` search.
-pub(crate) fn program_path(dir: &Path, program: &str) -> PathBuf {
-    let program = PathBuf::from(program);
-    if has_separator(&program) {
-        dir.join(program)
+pub(crate) fn program_path(dir: &Path, program: &str) -> Result<PathBuf, ErrorKind> {
+    let path = host_path(dir, program)?;
+    Ok(if has_separator(Path::new(program)) {
+        path
     } else {
-        program
-    }
+        PathBuf::from(program)
+    })
 }
 
 /// A pass-through token as the kernel should see it. The shell removed
@@ -1270,6 +1289,27 @@ mod tests {
             "init=\"/bin/sh -x\""
         );
         assert_eq!(kernel_arg("ro", true), "ro");
+    }
+
+    #[test]
+    fn drive_relative_paths_are_refused_on_windows_only() {
+        let dir = Path::new(if cfg!(windows) { r"C:\conf" } else { "/conf" });
+        let parsed = crate::parse_args(["cobd0=C:disk.img"], dir);
+        if cfg!(windows) {
+            let message = parsed.expect_err("drive-relative").to_string();
+            assert_eq!(
+                message,
+                r"command line argument 1: cobd0=C:disk.img: C:disk.img is relative to the folder drive C: happens to be in; write the whole path, such as C:\coLinux\disk.img"
+            );
+            for whole in [r"C:\disk.img", r"\\server\share\disk.img", r"\disk.img"] {
+                let settings = crate::parse_args([format!("cobd0={whole}")], dir).unwrap();
+                assert!(settings.to_config().contains("disk.img"), "{whole}");
+            }
+        } else {
+            // On Linux it is a file name like any other.
+            let settings = parsed.unwrap();
+            assert!(settings.to_config().contains("/conf/C:disk.img"));
+        }
     }
 
     #[test]

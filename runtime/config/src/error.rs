@@ -217,6 +217,9 @@ pub enum ErrorKind {
     #[error("[NFS] needs `{missing}` as well")]
     NfsIncomplete { missing: &'static str },
 
+    #[error("{} is relative to the folder drive {drive} happens to be in; write the whole path, such as {drive}\\coLinux\\{}", shown(path), path.file_name().map_or("disk.img".into(), |n| n.to_string_lossy()))]
+    DriveRelative { path: PathBuf, drive: String },
+
     // Settings::check_files.
     #[error("{} does not exist", shown(path))]
     FileMissing { path: PathBuf },

@@ -32,7 +32,7 @@ use std::path::Path;
 
 use crate::builder::{Builder, ClusterValue, Value};
 use crate::cluster::{is_hostname, machine_name, MAX_HOSTNAME};
-use crate::colinux::{parse_head, parse_mem, parse_network, parse_role, program_path};
+use crate::colinux::{host_path, parse_head, parse_mem, parse_network, parse_role, program_path};
 use crate::error::{Error, ErrorKind, Origin, Place};
 use crate::settings::{GuestRequest, NfsRoot};
 
@@ -197,7 +197,10 @@ pub(crate) fn parse(
                         example: r"C:\Program Files\qemu\qemu-system-x86_64.exe",
                     })
                 }
-                "qemu" => builder.add(Value::Qemu(program_path(dir, &value)), origin)?,
+                "qemu" => match program_path(dir, &value) {
+                    Ok(program) => builder.add(Value::Qemu(program), origin)?,
+                    Err(kind) => return fail(kind),
+                },
                 _ => return unknown("engine", "qemu"),
             },
             // Read whole at the end: `name` alone installs nothing.
@@ -226,9 +229,10 @@ pub(crate) fn parse(
             // Values are checked here, where their line is known; whether
             // they are all there, at the end.
             Some(Section::Credentials) => match key.as_str() {
-                "root_key" if !value.is_empty() => {
-                    builder.add(Value::RootKey(dir.join(&value)), origin)?
-                }
+                "root_key" if !value.is_empty() => match host_path(dir, &value) {
+                    Ok(key) => builder.add(Value::RootKey(key), origin)?,
+                    Err(kind) => return fail(kind),
+                },
                 "root_password_hash" if !value.is_empty() => {
                     match crate::credentials::check_password_hash(&value) {
                         Ok(()) => builder.add(Value::RootPasswordHash(value), origin)?,
@@ -274,14 +278,17 @@ pub(crate) fn parse(
                         })
                     }
                     "image" if value.is_empty() => request.image = None,
-                    "image" if dir.join(&value).is_file() => request.image = Some(dir.join(value)),
-                    "image" => {
-                        return fail(ErrorKind::BadValue {
-                            what: "[guest] image",
-                            value,
-                            expected: "an existing .ext4 image, or its .ext4.zst copy".into(),
-                        })
-                    }
+                    "image" => match host_path(dir, &value) {
+                        Ok(image) if image.is_file() => request.image = Some(image),
+                        Err(kind) => return fail(kind),
+                        Ok(_) => {
+                            return fail(ErrorKind::BadValue {
+                                what: "[guest] image",
+                                value,
+                                expected: "an existing .ext4 image, or its .ext4.zst copy".into(),
+                            })
+                        }
+                    },
                     _ => return unknown("guest", "create, name, size or image"),
                 }
             }
@@ -323,7 +330,8 @@ pub(crate) fn parse(
         }
     }
     for (index, (path, origin)) in disks {
-        builder.add(Value::Cobd(index, dir.join(path)), origin)?;
+        let path = host_path(dir, &path).map_err(|kind| Error::new(origin.clone(), kind))?;
+        builder.add(Value::Cobd(index, path), origin)?;
     }
 
     if let Some((true, origin)) = service.install {
@@ -434,13 +442,17 @@ impl ClusterKeys {
                 parse_network(&network).map_err(|kind| Error::new(origin.clone(), kind))?;
             add(ClusterValue::Network(network), origin)?;
         }
-        add(ClusterValue::MungeKey(dir.join(munge_key.0)), munge_key.1)?;
-        add(
-            ClusterValue::SshHostKey(dir.join(ssh_host_key.0)),
-            ssh_host_key.1,
-        )?;
-        if let Some((root_key, origin)) = self.root_key {
-            add(ClusterValue::RootKey(dir.join(root_key)), origin)?;
+        let file = |(text, origin): (String, Origin)| match host_path(dir, &text) {
+            Ok(path) => Ok((path, origin)),
+            Err(kind) => Err(Error::new(origin, kind)),
+        };
+        let (path, origin) = file(munge_key)?;
+        add(ClusterValue::MungeKey(path), origin)?;
+        let (path, origin) = file(ssh_host_key)?;
+        add(ClusterValue::SshHostKey(path), origin)?;
+        if let Some(root_key) = self.root_key {
+            let (path, origin) = file(root_key)?;
+            add(ClusterValue::RootKey(path), origin)?;
         }
         Ok(())
     }

@@ -176,7 +176,34 @@ fn esc(value: &str) -> String {
 }
 
 fn esc_path(path: &Path) -> String {
-    esc(&path.to_string_lossy())
+    esc(&engine_path(path))
+}
+
+/// Windows' MAX_PATH: a path this long or longer opens only in its
+/// verbatim form.
+const MAX_PATH: usize = 260;
+
+/// A file as the engine is told to open it. On Windows a path too long
+/// for MAX_PATH is made absolute and verbatim (`\\?\C:\…`), a form
+/// Windows hands to the file system without the length limit.
+fn engine_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if !cfg!(windows) || text.encode_utf16().count() < MAX_PATH {
+        return text.into_owned();
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    verbatim(&absolute.to_string_lossy())
+}
+
+/// The verbatim form of an absolute Windows path.
+fn verbatim(absolute: &str) -> String {
+    if absolute.starts_with(r"\\?\") {
+        absolute.to_string()
+    } else if let Some(unc) = absolute.strip_prefix(r"\\") {
+        format!(r"\\?\UNC\{unc}")
+    } else {
+        format!(r"\\?\{absolute}")
+    }
 }
 
 /// Builds the engine's argument list for `settings`. `program` is what
@@ -229,9 +256,9 @@ pub fn engine_command(
         "none",
         "-no-reboot",
     ]);
-    a.push(["-kernel", &kernel.value.to_string_lossy()]);
+    a.push(["-kernel", &engine_path(&kernel.value)]);
     if let Some(initrd) = &settings.initrd {
-        a.push(["-initrd", &initrd.value.to_string_lossy()]);
+        a.push(["-initrd", &engine_path(&initrd.value)]);
     }
     a.push(["-append", &cmdline]);
 
@@ -820,6 +847,18 @@ mod tests {
             drives[2].contains(&format!("id=cobd2,file={}", at("data.img"))),
             "{drives:?}"
         );
+    }
+
+    #[test]
+    fn long_windows_paths_become_verbatim() {
+        assert_eq!(verbatim(r"C:\a\b.img"), r"\\?\C:\a\b.img");
+        assert_eq!(verbatim(r"\\srv\share\b.img"), r"\\?\UNC\srv\share\b.img");
+        assert_eq!(verbatim(r"\\?\C:\b.img"), r"\\?\C:\b.img");
+        let long = Path::new("d").join("x".repeat(MAX_PATH));
+        let given = engine_path(&long);
+        assert_eq!(given.starts_with(r"\\?\"), cfg!(windows), "{given}");
+        assert!(given.ends_with(&"x".repeat(MAX_PATH)));
+        assert_eq!(engine_path(Path::new("short.img")), "short.img");
     }
 
     #[test]

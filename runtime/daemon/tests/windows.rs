@@ -189,6 +189,36 @@ fn bad_configs_are_refused_before_the_engine_starts() {
     assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
     assert!(said.contains("QEMU for Windows has no 9p"), "{said}");
 
+    // A drive-relative path names no fixed file; a UNC path is checked as
+    // any other path is.
+    let relative = start(
+        "win-drive-relative",
+        &[kernel.clone(), qemu.clone(), "cobd0=C:root.img".into()],
+    );
+    let said = stderr_of(&relative);
+    assert_eq!(relative.status.code(), Some(2), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+    assert!(
+        said.contains(
+            "cobd0=C:root.img: C:root.img is relative to the folder drive C: happens to be in"
+        ),
+        "{said}"
+    );
+    let unc = start(
+        "win-unc",
+        &[
+            kernel.clone(),
+            qemu.clone(),
+            r"cobd0=\\nosuchhost\share\root.img".into(),
+        ],
+    );
+    let said = stderr_of(&unc);
+    assert_eq!(unc.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(r"cobd0=\\nosuchhost\share\root.img"),
+        "{said}"
+    );
+
     let whpx = start(
         "win-whpx",
         &[kernel.clone(), qemu.clone(), "accel=whpx".into()],
@@ -200,13 +230,18 @@ fn bad_configs_are_refused_before_the_engine_starts() {
         "{said}"
     );
 
-    // Commas are doubled for QEMU; spaces and non-ASCII names pass as they are.
+    // Commas are doubled for QEMU; spaces and non-ASCII names pass as they
+    // are; a path past MAX_PATH goes in its verbatim form.
     std::fs::write(dir.join("a,b é.img"), "r").unwrap();
+    let long = LONG_DIRS.join("\\");
+    std::fs::create_dir_all(dir.join(LONG_DIRS.join("/"))).unwrap();
+    std::fs::write(dir.join(LONG_DIRS.join("/")).join("long.img"), "r").unwrap();
     let dry = w.daemon_output(&[
         "--dry-run".into(),
         kernel,
         qemu,
         format!("cobd0={win_dir}\\a,b é.img"),
+        format!("cobd1={win_dir}\\{long}\\long.img"),
     ]);
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(dry.status.success(), "{}", stderr_of(&dry));
@@ -214,7 +249,19 @@ fn bad_configs_are_refused_before_the_engine_starts() {
         text.contains(&format!("file={win_dir}\\a,,b é.img,format=raw")),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "file=\\\\?\\{win_dir}\\{long}\\long.img,format=raw"
+        )),
+        "{text}"
+    );
 }
+
+/// Folders that make a path longer than Windows' MAX_PATH (260).
+const LONG_DIRS: [&str; 2] = [
+    "a folder whose name is long, as a user's documents can be, a hundred and fifty characters or so of it, made longer still by this remark to pass that",
+    "and a second folder inside it, with another long name",
+];
 
 #[test]
 fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
@@ -222,10 +269,14 @@ fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
     let (kernel, _) = artifacts();
     let name = "win-attached";
     // The guest made by --create on C: in a folder with a space (its disk
-    // unpacked from the image's zstd copy); the scratch disk on Z:.
+    // unpacked from the image's zstd copy); the scratch disk on Z:, at a
+    // path longer than MAX_PATH.
     let (dir, win_dir) = w.drive_c_dir("colinux test");
     let scratch_dir = tempfile::tempdir().unwrap();
-    let scratch = scratch_dir.path().join("scratch.img");
+    let long = scratch_dir.path().join(LONG_DIRS.join("/"));
+    std::fs::create_dir_all(&long).unwrap();
+    let scratch = long.join("scratch.img");
+    assert!(z_path(&scratch).len() > 260, "past MAX_PATH");
     std::fs::File::create(&scratch)
         .unwrap()
         .set_len(64 << 20)
