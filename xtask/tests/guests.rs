@@ -13,10 +13,11 @@
 //! as a user gets it: on Linux its two .debs installed with dpkg, whose
 //! daemon creates the guest and runs it as the systemd unit does (detached,
 //! by name, the console through colinux-console) and which leave the
-//! guest's disk when purged; on Windows the silent installer under Wine with an ini naming
-//! root's key, which creates the guest that the installed daemon boots on
-//! the real QEMU for Windows, and whose uninstaller leaves it. Those two
-//! guests, made from one image, must differ in host keys and machine-id.
+//! guest's disk when purged; on Windows the silent installer under Wine
+//! with an ini naming root's key and a service, which creates the guest
+//! that the installed service boots on the real QEMU for Windows, and
+//! whose uninstaller leaves it. Those two guests, made from one image,
+//! must differ in host keys and machine-id.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -586,13 +587,20 @@ fn a_first_boot_without_credentials_asks_for_a_password_once() {
     assert_fsck_clean(&disk);
 }
 
-/// The release on Windows: the bundle's setup.exe run silently under Wine
-/// with a colinux.ini beside it that names root's key, the guest's size
-/// and the Windows engine; the guest it creates booted by the installed
-/// daemon as the Start menu starts it (`@colinux.conf`), logged in to over
-/// SSH with that key; the uninstaller leaves the guest's disk.
+/// The service the ini asks for: `colinux-` and its default name.
+const SERVICE: &str = "colinux-colinux";
+
+/// The release on a Windows desk, as coMosix deployed it: the bundle's
+/// setup.exe run silently under Wine with a colinux.ini beside it that
+/// names the Windows engine, the memory, root's key, the guest's size and
+/// the service; the Windows service it installs boots the guest it
+/// created from the installed config (`colinux.conf`), its console is the
+/// installed colinux-console, SSH with that key works, the service's stop
+/// powers the guest off, and the uninstaller removes the service and
+/// leaves the guest's disk.
 #[test]
-fn the_release_installs_a_guest_on_windows_that_boots_and_outlives_the_uninstall() {
+fn the_release_installs_a_guest_on_windows_that_its_service_boots_and_that_outlives_the_uninstall()
+{
     let started = Instant::now();
     let engine = WINDOWS_ENGINE.program();
     assert!(
@@ -615,7 +623,8 @@ fn the_release_installs_a_guest_on_windows_that_boots_and_outlives_the_uninstall
         share.path().join("colinux.ini"),
         format!(
             "; a desk\r\n[comosix]\r\nmemory_size = 512\r\n[engine]\r\nqemu = {}\r\n\
-             [credentials]\r\nroot_key = root.pub\r\n[guest]\r\nsize = {size_mib}M\r\n",
+             [credentials]\r\nroot_key = root.pub\r\n[guest]\r\nsize = {size_mib}M\r\n\
+             [service]\r\ninstall = yes\r\n",
             z_path(&engine)
         ),
     )
@@ -650,11 +659,13 @@ fn the_release_installs_a_guest_on_windows_that_boots_and_outlives_the_uninstall
     let ssh = ssh.at_port(port);
     let installed = std::time::Instant::now();
 
-    let mut daemon = wine.command(install.join("colinux-daemon.exe"));
-    daemon
-        .args(["--name", "guests-windows", "@colinux.conf", "accel=tcg"])
-        .current_dir(&install);
-    let mut guest = Guest::spawn("guests-windows", daemon).unwrap();
+    // The installed service boots the guest; its console is the named pipe.
+    let sc = |args: &[&str]| Wine::output(wine.command("sc").args(args)).unwrap();
+    let start = sc(&["start", SERVICE]);
+    assert!(start.status.success(), "sc start: {start:?}\n{log}");
+    let mut console = wine.command(install.join("colinux-console.exe"));
+    console.arg("colinux");
+    let mut guest = Guest::spawn("guests-windows", console).unwrap();
     guest.wait_for(LOGIN_BANNER, 2 * BOOT).unwrap();
     let at_login = installed.elapsed();
     ssh.wait_ready(&guest, Duration::from_secs(240)).unwrap();
@@ -670,9 +681,17 @@ fn the_release_installs_a_guest_on_windows_that_boots_and_outlives_the_uninstall
         "the root filesystem did not grow into the {size_mib} MiB disk: {facts:?}"
     );
     check_unique("the Windows guest", fact("machine_id"), fact("host_key"));
-    let _ = ssh.run("systemctl poweroff");
-    let status = guest.wait_exit(2 * POWER_OFF).unwrap();
-    assert_eq!(status.code(), Some(0), "a clean power-off is exit code 0");
+    // Stopping the service powers the guest off.
+    let stop = sc(&["stop", SERVICE]);
+    assert!(stop.status.success(), "sc stop: {stop:?}");
+    guest.wait_for("reboot: Power down", 2 * POWER_OFF).unwrap();
+    let status = guest.wait_exit(POWER_OFF).unwrap();
+    assert_eq!(status.code(), Some(0), "the guest stopped: exit code 0");
+    let deadline = Instant::now() + harness::scaled(POWER_OFF);
+    while !String::from_utf8_lossy(&sc(&["query", SERVICE]).stdout).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "{SERVICE} did not stop");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     let uninstall = Wine::output(
         wine.command(install.join("uninstall.exe"))
@@ -685,6 +704,10 @@ fn the_release_installs_a_guest_on_windows_that_boots_and_outlives_the_uninstall
         "uninstall.exe /S: {uninstall:?}"
     );
     assert!(!install.join("colinux-daemon.exe").exists());
+    assert!(
+        !sc(&["query", SERVICE]).status.success(),
+        "the uninstaller left {SERVICE}"
+    );
     assert_fsck_clean(&disk);
     eprintln!(
         "windows: installed in {:.0} s, boot to the login banner {:.0} s, whole test {:.0} s",
