@@ -11,7 +11,9 @@
 //! SSH login, console input and Ctrl-C; one detached boot carries
 //! the named-pipe console, the killed daemon, the restart and a killed
 //! engine; a panic boot uses the x86_64 kernel; a service boot under
-//! Wine's service manager carries install, start, stop and removal.
+//! Wine's service manager carries install, start, a stop mid-boot and
+//! removal. The attached boot also reads a coMosix node's ini: its seed
+//! disk is checked with mtools on the host and found by label inside.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -313,6 +315,29 @@ fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
         ),
     )
     .unwrap();
+    // And a coMosix node's ini: no head answers under Wine, and its root
+    // is the disk above (not NFS), but the seed disk is made all the same.
+    let host_key = dir.join("host_key");
+    run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            host_key.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(dir.join("munge.key"), [7u8; 1024]).unwrap();
+    std::fs::write(
+        dir.join("node.ini"),
+        "; a coMosix desk\r\n[cluster]\r\nrole = node\r\nhostname_prefix = node-\r\n\
+         host_name = Desk1\r\nhead = 10.77.0.1\r\nmunge_key = munge.key\r\n\
+         ssh_host_key = host_key\r\n",
+    )
+    .unwrap();
     let mut daemon = w.daemon(
         "win-daemon-attached",
         &[
@@ -320,6 +345,7 @@ fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
             name.into(),
             format!("@{win_dir}\\{name}.conf"),
             format!("@{win_dir}\\more.conf"),
+            format!("@{win_dir}\\node.ini"),
         ],
     );
     // accel=auto: no WHPX under Wine, so TCG, and the daemon says which.
@@ -337,6 +363,34 @@ fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
     assert!(
         applied.starts_with("root's SSH key set from the host's credentials"),
         "{applied}"
+    );
+
+    // The seed disk the Windows daemon wrote holds the node's files, and
+    // the guest finds it by its label.
+    let seed = w
+        .runtime_dir(name)
+        .expect("no runtime directory")
+        .join("seed.img");
+    let seed = seed.to_str().unwrap();
+    let listing = String::from_utf8(run("mdir", &["-b", "-i", seed, "::"]).stdout).unwrap();
+    for file in [
+        "authorized_keys",
+        "comosix.env",
+        "munge.key",
+        "ssh_host_ed25519_key",
+        "ssh_host_ed25519_key.pub",
+    ] {
+        assert!(listing.contains(&format!("::/{file}")), "{file}: {listing}");
+    }
+    let env = ssh
+        .output(
+            &daemon,
+            "mount -o ro \"$(blkid -L COSEED)\" /mnt && cat /mnt/comosix.env; umount /mnt",
+        )
+        .unwrap();
+    assert_eq!(
+        env,
+        "ROLE=node\nHOSTNAME=node-desk1\nHEAD=10.77.0.1\nNETWORK=10.77.0.0/24\n"
     );
 
     // What is typed on the daemon's stdio reaches the getty, which echoes it.
@@ -488,7 +542,7 @@ fn sc(w: &Windows, args: &[&str]) -> Output {
 }
 
 #[test]
-fn a_windows_service_boots_the_guest_and_its_stop_powers_it_off() {
+fn a_windows_service_stopped_mid_boot_powers_the_guest_off_cleanly() {
     let w = windows();
     let (kernel, image) = artifacts();
     let name = "win-service";
@@ -527,8 +581,10 @@ fn a_windows_service_boots_the_guest_and_its_stop_powers_it_off() {
     assert!(start.status.success(), "sc start: {}", stderr_of(&start));
 
     // The service's guest is detached: its console is the named pipe.
+    // Stopped as systemd starts, before anything listens for the power
+    // button (the release's test stops a booted one).
     let mut console = w.start("win-service-console", &w.console, &[name.to_string()]);
-    console.wait_for("colinux ttyS0", WINE_BOOT).unwrap();
+    console.wait_for("Welcome to", WINE_BOOT).unwrap();
     let stop = sc(w, &["stop", &service]);
     assert!(stop.status.success(), "sc stop: {}", stderr_of(&stop));
     console.wait_for("reboot: Power down", POWER_OFF).unwrap();
