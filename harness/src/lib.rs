@@ -78,7 +78,10 @@ pub fn log_dir() -> PathBuf {
 
 /// The workspace root: where the pipeline's stages publish (`target/…`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the harness crate is in the workspace")
+        .to_path_buf()
 }
 
 /// Runs `cargo xtask ARGS` from the workspace root, for tests outside the

@@ -5,17 +5,9 @@
 //! next job on the other, then powers everything off. One boot of the
 //! cluster carries every check.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::assert_fsck_clean;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use harness::{assert_fsck_clean, workspace_root};
 
 fn netns_list() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -24,7 +16,7 @@ fn netns_list() -> String {
 
 #[test]
 fn a_head_and_two_nodes_run_jobs_and_survive_a_node_failure() {
-    let dir = root().join("target/cluster-test");
+    let dir = workspace_root().join("target/cluster-test");
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["cluster", "--nodes", "2", "--fail-node", "--dir"])
         .arg(&dir)

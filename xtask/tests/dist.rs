@@ -5,16 +5,10 @@
 //! format (runtime/packaging/tests): the installer under Wine, the .deb
 //! installed with dpkg.
 
+use harness::workspace_root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -57,18 +51,18 @@ fn dist() -> PathBuf {
     BUILT
         .get_or_init(|| {
             xtask_ok(&["dist"]);
-            root().join("target/dist")
+            workspace_root().join("target/dist")
         })
         .clone()
 }
 
 fn dev_ca() -> PathBuf {
-    root().join("target/cache/dist/dev-keys/authenticode-ca.pem")
+    workspace_root().join("target/cache/dist/dev-keys/authenticode-ca.pem")
 }
 
 fn verify_dist(dir: &Path) -> Output {
     Command::new("bash")
-        .arg(root().join("ci/verify-dist.sh"))
+        .arg(workspace_root().join("ci/verify-dist.sh"))
         .arg(dir)
         .arg(dev_ca())
         .output()

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use harness::{assert_one_line_error, Tmpfs};
+use harness::{assert_one_line_error, workspace_root, Tmpfs};
 
 const MIB: u64 = 1 << 20;
 
@@ -26,13 +26,6 @@ static STAGE_OUTPUTS: RwLock<()> = RwLock::new(());
 
 fn stage_outputs_changing() -> RwLockReadGuard<'static, ()> {
     STAGE_OUTPUTS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 fn xtask<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Command {
@@ -244,8 +237,8 @@ fn convert_killed_anywhere_then_rerun_gives_the_same_output() {
 fn runtime_killed_anywhere_then_rerun_gives_the_same_binaries() {
     let _changing = stage_outputs_changing();
     let target = "x86_64-unknown-linux-gnu";
-    let dest = root().join("target/runtime").join(target);
-    let touched = root().join("runtime/daemon/src/lib.rs");
+    let dest = workspace_root().join("target/runtime").join(target);
+    let touched = workspace_root().join("runtime/daemon/src/lib.rs");
     let prepare = || remove_and_touch(&dest, &touched);
     kill_and_rerun("runtime", &dest, &kill_points(3), &prepare, &|| {
         xtask(["runtime", "--target", target])
@@ -277,7 +270,7 @@ fn image_killed_anywhere_then_rerun_gives_the_same_image() {
     let Some(_one_at_a_time) = debian_bootstrap_cached() else {
         return;
     };
-    let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
+    let t = tempfile::TempDir::new_in(workspace_root().join("target")).unwrap();
     let dest = t.path().join("debian");
     kill_and_rerun(
         "image",
@@ -338,7 +331,7 @@ fn kernel_killed_anywhere_then_rerun_gives_the_same_kernel() {
     let _changing = stage_outputs_changing();
     let arch = "i386";
     run_whole(&mut xtask(["kernel", "--arch", arch]));
-    let stock_dest = root().join("target/kernel").join(arch);
+    let stock_dest = workspace_root().join("target/kernel").join(arch);
     let stock = published(&stock_dest).unwrap();
     let manifest = std::fs::read_to_string(stock_dest.join("manifest.json")).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
@@ -346,17 +339,17 @@ fn kernel_killed_anywhere_then_rerun_gives_the_same_kernel() {
     // outside the repository would take the last commit's time).
     let sde = manifest["SOURCE_DATE_EPOCH"].to_string();
 
-    let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
+    let t = tempfile::TempDir::new_in(workspace_root().join("target")).unwrap();
     let patches = t.path().join("linux-6.1");
     let copied = Command::new("cp")
         .arg("-a")
-        .arg(root().join("kernel-patches/linux-6.1"))
+        .arg(workspace_root().join("kernel-patches/linux-6.1"))
         .arg(&patches)
         .status()
         .unwrap();
     assert!(copied.success());
     let file = "init/calibrate.c";
-    let touched = root().join("target/cache/kernel/tree").join(file);
+    let touched = workspace_root().join("target/cache/kernel/tree").join(file);
     let text = std::fs::read_to_string(&touched).unwrap();
     let first: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(
@@ -403,7 +396,7 @@ fn kernel_killed_anywhere_then_rerun_gives_the_same_kernel() {
 #[test]
 fn dist_killed_anywhere_then_rerun_gives_the_same_bundle() {
     let _alone = STAGE_OUTPUTS.write().unwrap_or_else(|e| e.into_inner());
-    let t = tempfile::TempDir::new_in(root().join("target")).unwrap();
+    let t = tempfile::TempDir::new_in(workspace_root().join("target")).unwrap();
     let dest = t.path().join("dist");
     kill_and_rerun(
         "dist",

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use std::sync::Mutex;
 
 use harness::wine::{z_path, Wine, WINDOWS_ENGINE};
-use harness::{assert_fsck_clean, free_port, DpkgRoot, Guest, Ssh};
+use harness::{assert_fsck_clean, free_port, workspace_root, DpkgRoot, Guest, Ssh};
 
 /// Generous: a systemd boot under TCG takes 35 to 90 s here, more when
 /// the other guests of this file boot at the same time.
@@ -38,13 +38,6 @@ const POWER_OFF: Duration = Duration::from_secs(180);
 /// hostname and the tty).
 const LOGIN_BANNER: &str = "colinux ttyS0";
 const GIB_IN_KIB: u64 = 1 << 20;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn xtask_ok(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -65,7 +58,7 @@ fn daemon() -> &'static Path {
     BUILT.get_or_init(|| {
         let triple = "x86_64-unknown-linux-gnu";
         xtask_ok(&["runtime", "--target", triple]);
-        root()
+        workspace_root()
             .join("target/runtime")
             .join(triple)
             .join("colinux-daemon")
@@ -78,7 +71,7 @@ fn release() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         xtask_ok(&["dist"]);
-        root().join("target/dist")
+        workspace_root().join("target/dist")
     })
 }
 
@@ -186,7 +179,7 @@ fn create_with(
 /// The stock image `name` (built, or found current) unpacked: its size.
 fn stock_image(name: &str) -> (PathBuf, u64) {
     xtask_ok(&["image", "--distro", name]);
-    let images = root().join("target/images").join(name);
+    let images = workspace_root().join("target/images").join(name);
     let bytes = std::fs::metadata(images.join(format!("{name}.ext4")))
         .unwrap()
         .len();
@@ -265,7 +258,7 @@ fn boot_and_check(stock: &Stock) {
         }
         None => {
             xtask_ok(&["kernel", "--arch", stock.kernel_arch]);
-            let kernel = root()
+            let kernel = workspace_root()
                 .join("target/kernel")
                 .join(stock.kernel_arch)
                 .join("bzImage");
@@ -535,7 +528,7 @@ fn ubuntu_noble_amd64_boots_with_2_cpus_and_6_gib() {
 fn a_first_boot_without_credentials_asks_for_a_password_once() {
     let t = tempfile::tempdir().unwrap();
     xtask_ok(&["kernel", "--arch", "i386"]);
-    let kernel = root().join("target/kernel/i386/bzImage");
+    let kernel = workspace_root().join("target/kernel/i386/bzImage");
     let (conf, disk) = create(
         "debian",
         t.path(),
@@ -608,7 +601,7 @@ fn the_release_installs_a_guest_on_windows_that_its_service_boots_and_that_outli
         "{}: the Windows engine is missing; `cargo xtask setup` fetches it",
         engine.display()
     );
-    let wine = Wine::prepare(&root().join("target/cache")).unwrap();
+    let wine = Wine::prepare(&workspace_root().join("target/cache")).unwrap();
     let share = tempfile::tempdir().unwrap();
     let setup_exe = format!(
         "colinux-{}-windows-x86_64-setup.exe",

@@ -7,14 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use harness::assert_fsck_clean;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use harness::{assert_fsck_clean, workspace_root};
 
 fn xtask(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -51,7 +44,7 @@ fn stock(built: &'static OnceLock<PathBuf>, distro: &str) -> PathBuf {
     built
         .get_or_init(|| {
             xtask_ok(&["image", "--distro", distro]);
-            root().join("target/images").join(distro)
+            workspace_root().join("target/images").join(distro)
         })
         .clone()
 }

@@ -8,14 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use harness::{qemu_direct_boot, Guest};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use harness::{qemu_direct_boot, workspace_root, Guest};
 
 fn xtask(args: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -33,7 +26,7 @@ fn kernel_and_initramfs() -> (PathBuf, PathBuf) {
         .get_or_init(|| {
             xtask(&["kernel", "--arch", "i386"]);
             xtask(&["initramfs", "--arch", "i386"]);
-            let target = root().join("target");
+            let target = workspace_root().join("target");
             (
                 target.join("kernel/i386/bzImage"),
                 target.join("initramfs/i386/initramfs.cpio"),
@@ -170,7 +163,7 @@ fn kernel_boots_with_cobd_disks_and_a_cofs_share() {
 #[test]
 fn kernel_mounts_root_from_cobd0_without_an_initrd() {
     let (kernel, _) = kernel_and_initramfs();
-    let init = root().join("target/i686-unknown-linux-musl/release/guest-init");
+    let init = workspace_root().join("target/i686-unknown-linux-musl/release/guest-init");
     let init_bytes = std::fs::read(&init).unwrap();
     let t = tempfile::tempdir().unwrap();
     let disk0 = ext4(
@@ -196,7 +189,7 @@ fn config_check_catches_an_option_whose_dependency_is_missing() {
     let patches = t.path().join("linux-6.1");
     let copy = Command::new("cp")
         .arg("-a")
-        .arg(root().join("kernel-patches/linux-6.1"))
+        .arg(workspace_root().join("kernel-patches/linux-6.1"))
         .arg(&patches)
         .status()
         .unwrap();

@@ -2,19 +2,12 @@
 //! rebuild, and the Windows daemon starting under Wine. (`cargo xtask test`
 //! checks a clean rebuild with `runtime --verify-reproducible`.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::wine;
+use harness::{wine, workspace_root};
 use sha2::{Digest, Sha256};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn xtask_runtime() -> Duration {
     let started = Instant::now();
@@ -97,7 +90,7 @@ fn builds_both_targets_then_is_a_no_op() {
     xtask_runtime();
     let mut mtimes = Vec::new();
     for (triple, exe) in TARGETS {
-        let dir = root().join("target/runtime").join(triple);
+        let dir = workspace_root().join("target/runtime").join(triple);
         let manifest: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
                 .unwrap();
@@ -128,7 +121,7 @@ fn builds_both_targets_then_is_a_no_op() {
         .iter()
         .flat_map(|(triple, exe)| {
             BINS.iter().map(move |bin| {
-                let path = root()
+                let path = workspace_root()
                     .join("target/runtime")
                     .join(triple)
                     .join(format!("{bin}{exe}"));
@@ -139,12 +132,12 @@ fn builds_both_targets_then_is_a_no_op() {
     assert_eq!(mtimes, after, "the no-op rewrote binaries");
 
     // The shipped Windows binaries start under Wine and describe themselves.
-    let wine = wine::Wine::prepare(&root().join("target/cache")).unwrap();
+    let wine = wine::Wine::prepare(&workspace_root().join("target/cache")).unwrap();
     for (exe, needle) in [
         ("colinux-daemon.exe", "Exit codes"),
         ("colinux-console.exe", "Ctrl-] detaches"),
     ] {
-        let path = root()
+        let path = workspace_root()
             .join("target/runtime/x86_64-pc-windows-gnu")
             .join(exe);
         let out = Command::new(wine::WINE64)

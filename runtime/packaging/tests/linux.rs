@@ -12,14 +12,11 @@ use std::sync::OnceLock;
 use colinux_packaging::deb::{self, DebSpec};
 use colinux_packaging::linux::{self, LinuxInputs};
 use colinux_packaging::tarball;
+use harness::workspace_root;
 
 const SDE: u64 = 1_700_000_000;
 /// The address `cargo xtask dist` puts in the package, so lintian sees it.
 const MAINTAINER: &str = "coLinux developers <colinux@users.noreply.github.com>";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -58,7 +55,7 @@ struct Image {
 }
 
 fn image(dir: &Path) -> Image {
-    let real = root().join("target/images/debian");
+    let real = workspace_root().join("target/images/debian");
     if real.join("debian.ext4.zst").is_file() {
         return Image {
             zst: real.join("debian.ext4.zst"),
@@ -95,11 +92,11 @@ fn listed(entries: &[tarball::Entry]) -> BTreeSet<String> {
 /// real ones.
 fn inputs(dir: &Path) -> LinuxInputs {
     run(Command::new(env!("CARGO"))
-        .current_dir(root())
+        .current_dir(workspace_root())
         .args(["run", "--quiet", "--package", "xtask", "--"])
         .args(["runtime", "--target", "x86_64-unknown-linux-gnu"]));
     let kernel = |arch: &str| {
-        let real = root().join(format!("target/kernel/{arch}/bzImage"));
+        let real = workspace_root().join(format!("target/kernel/{arch}/bzImage"));
         if real.is_file() {
             return real;
         }
@@ -112,10 +109,10 @@ fn inputs(dir: &Path) -> LinuxInputs {
         path
     };
     LinuxInputs {
-        runtime_dir: root().join("target/runtime/x86_64-unknown-linux-gnu"),
+        runtime_dir: workspace_root().join("target/runtime/x86_64-unknown-linux-gnu"),
         kernel_i386: kernel("i386"),
         kernel_x86_64: kernel("x86_64"),
-        repo_root: root(),
+        repo_root: workspace_root(),
         version: deb::deb_version(env!("CARGO_PKG_VERSION")),
         maintainer: MAINTAINER.into(),
         source_date_epoch: SDE,

@@ -12,14 +12,10 @@ use std::time::Instant;
 use colinux_packaging::authenticode::{self, AuthenticodeKeys};
 use colinux_packaging::nsis::{self, InstallerSpec};
 
-use harness::wine;
+use harness::{wine, workspace_root};
 
 /// A fixed SOURCE_DATE_EPOCH: the signatures must not depend on the clock.
 const TIME: u64 = 1_700_000_000;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Everything the tests share, made once: the signed binaries, the dev
 /// keys, and the signed installer.
@@ -76,8 +72,8 @@ fn built() -> &'static Built {
             ],
             image: Some(image),
             docs: vec![
-                root().join("COPYING"),
-                root().join("runtime/packaging/README.md"),
+                workspace_root().join("COPYING"),
+                workspace_root().join("runtime/packaging/README.md"),
             ],
             sign: Some((keys, TIME)),
         };
@@ -109,7 +105,7 @@ fn runtime_binaries() -> PathBuf {
         .args([
             "run", "-q", "-p", "xtask", "--", "runtime", "--target", target,
         ])
-        .current_dir(root())
+        .current_dir(workspace_root())
         .output()
         .unwrap();
     assert!(
@@ -117,7 +113,7 @@ fn runtime_binaries() -> PathBuf {
         "cargo xtask runtime --target {target}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    root().join("target/runtime").join(target)
+    workspace_root().join("target/runtime").join(target)
 }
 
 #[test]
@@ -236,7 +232,8 @@ fn keys_errors_are_one_line_with_the_fix() {
 /// bcryptprimitives.dll shim that Rust programs need on bookworm's Wine).
 fn wine(args: &[&str], cwd: &Path) -> Output {
     static WINE: OnceLock<wine::Wine> = OnceLock::new();
-    let wine = WINE.get_or_init(|| wine::Wine::prepare(&root().join("target/cache")).unwrap());
+    let wine =
+        WINE.get_or_init(|| wine::Wine::prepare(&workspace_root().join("target/cache")).unwrap());
     wine::Wine::output(
         Command::new(wine::WINE64)
             .args(args)
@@ -247,7 +244,7 @@ fn wine(args: &[&str], cwd: &Path) -> Output {
 }
 
 fn drive_c() -> PathBuf {
-    root().join("target/cache/wine/drive_c")
+    workspace_root().join("target/cache/wine/drive_c")
 }
 
 /// The stand-in image's unpacked size.
