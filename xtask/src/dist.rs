@@ -12,6 +12,7 @@ use colinux_packaging::{deb, linux, nsis, sbom, tarball};
 use serde_json::{json, Value};
 
 use crate::progress::Phase;
+use crate::runtime::Target;
 use crate::stage::{self, CacheKey};
 
 /// Build everything a release ships into target/dist/: the Windows
@@ -421,14 +422,17 @@ impl Bundle<'_> {
         Ok(())
     }
 
-    /// CycloneDX: the Rust crates, and each image's packages.
+    /// CycloneDX: the Rust crates linked into the shipped binaries, and
+    /// each image's packages.
     fn sbom(&self) -> Result<()> {
         let lock = std::fs::read_to_string(self.root.join("Cargo.lock"))?;
         let packages =
             std::fs::read_to_string(self.root.join("target/images/debian/debian.packages"))?;
+        let crates = linked_crates(self.root, crate::runtime::PACKAGE, &Target::ALL)?;
         let text = sbom::cyclonedx(
             "colinux",
             VERSION,
+            &crates,
             &lock,
             &[sbom::ImagePackages {
                 image: "debian",
@@ -451,6 +455,57 @@ impl Bundle<'_> {
         phase.done(&format!("{} files", files.len()));
         Ok(())
     }
+}
+
+/// The third-party crates `package`'s binaries link for each target, as
+/// the runtime stage builds them (`cargo build --package P --target T`):
+/// `cargo tree -e normal` with the same selection. Not `cargo metadata`'s
+/// resolve graph: it unifies features over the whole workspace, and so
+/// lists crates (aho-corasick, for xtask's regex) that the daemon does not
+/// link. Each crate's source comes from Cargo.lock.
+fn linked_crates(root: &Path, package: &str, targets: &[Target]) -> Result<Vec<sbom::Crate>> {
+    let sources = sbom::lock_sources(&std::fs::read_to_string(root.join("Cargo.lock"))?);
+    let mut linked: std::collections::BTreeMap<(String, String), sbom::Crate> = Default::default();
+    for target in targets {
+        let triple = target.triple();
+        let out = stage::cargo()
+            .current_dir(root)
+            .args(["tree", "--locked", "--edges", "normal", "--prefix", "none"])
+            .args(["--format", "{p}", "--target", triple, "--package", package])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree --target {triple} --package {package} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(version)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let key = (
+                name.to_string(),
+                version.trim_start_matches('v').to_string(),
+            );
+            // A workspace crate has no source in Cargo.lock.
+            let Some(source) = sources.get(&key) else {
+                continue;
+            };
+            linked
+                .entry(key.clone())
+                .or_insert_with(|| sbom::Crate {
+                    name: key.0,
+                    version: key.1,
+                    source: source.clone(),
+                    targets: Default::default(),
+                })
+                .targets
+                .insert(triple.to_string());
+        }
+    }
+    Ok(linked.into_values().collect())
 }
 
 /// Signs `file` with a trusted comment that names it, the release and the
@@ -505,4 +560,40 @@ fn git(args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sbom_lists_per_target_the_crates_the_daemon_links_and_no_tools() {
+        let root = stage::root();
+        let crates = linked_crates(&root, crate::runtime::PACKAGE, &Target::ALL).unwrap();
+        let targets_of = |name: &str| -> Vec<&str> {
+            let found = crates.iter().find(|c| c.name == name);
+            found.map_or(vec![], |c| c.targets.iter().map(String::as_str).collect())
+        };
+        let both = ["x86_64-pc-windows-gnu", "x86_64-unknown-linux-gnu"];
+        assert_eq!(
+            targets_of("ruzstd"),
+            both,
+            "the daemon unpacks images with it"
+        );
+        assert_eq!(targets_of("kvm-ioctls"), ["x86_64-unknown-linux-gnu"]);
+        assert_eq!(targets_of("windows-sys"), ["x86_64-pc-windows-gnu"]);
+        // Only the workspace's tools use these.
+        for tool in [
+            "indicatif",
+            "xshell",
+            "libfuzzer-sys",
+            "aho-corasick",
+            "cargo_metadata",
+        ] {
+            assert_eq!(targets_of(tool), Vec::<&str>::new(), "{tool}");
+        }
+        // Every crate has its Cargo.lock checksum.
+        let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+        sbom::cyclonedx("colinux", VERSION, &crates, &lock, &[]).unwrap();
+    }
 }

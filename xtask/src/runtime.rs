@@ -36,6 +36,9 @@ pub enum Target {
 }
 
 impl Target {
+    /// The targets the release ships binaries for.
+    pub const ALL: [Target; 2] = [Target::Linux, Target::Windows];
+
     pub fn triple(self) -> &'static str {
         match self {
             Target::Linux => "x86_64-unknown-linux-gnu",
@@ -60,14 +63,14 @@ impl Target {
 }
 
 /// The package whose binaries this stage ships.
-const PACKAGE: &str = "colinux-daemon";
+pub const PACKAGE: &str = "colinux-daemon";
 
 /// This stage's own code is an input too.
 const STAGE_CODE: &str = concat!(include_str!("runtime.rs"), include_str!("stage.rs"));
 
 pub fn run(args: Args) -> Result<()> {
     let targets = if args.targets.is_empty() {
-        vec![Target::Linux, Target::Windows]
+        Target::ALL.to_vec()
     } else {
         args.targets
     };

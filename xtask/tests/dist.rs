@@ -121,6 +121,32 @@ fn the_bundle_holds_every_artifact_each_signed_and_foreign_tools_verify_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The SBOM names what ships: the daemon's crates, with their targets.
+    let sbom: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("colinux-{v}.cdx.json"))).unwrap(),
+    )
+    .unwrap();
+    let components = sbom["components"].as_array().unwrap();
+    let targets_of = |name: &str| -> Vec<String> {
+        let found = components.iter().find(|c| c["name"] == name);
+        let properties = found.and_then(|c| c["properties"].as_array());
+        properties
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"] == "colinux:target")
+            .map(|p| p["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        targets_of("ruzstd"),
+        ["x86_64-pc-windows-gnu", "x86_64-unknown-linux-gnu"]
+    );
+    assert!(targets_of("indicatif").is_empty(), "a tool's crate ships");
+    assert!(components.iter().any(|c| c["purl"]
+        .as_str()
+        .unwrap()
+        .starts_with("pkg:deb/debian/systemd@")));
+
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["version"], v);

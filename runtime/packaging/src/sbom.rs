@@ -1,17 +1,34 @@
 //! The software bill of materials (CycloneDX 1.5 JSON): the Rust crates
-//! the binaries are built from (from Cargo.lock) and the Debian packages in
-//! each image (from its package list). Deterministic: sorted components, no
-//! timestamp, a serial number derived from the content.
+//! linked into the shipped binaries, per target (the caller walks cargo's
+//! resolve graph; their checksums come from Cargo.lock), and the Debian
+//! packages in each image (from its package list). Deterministic: sorted
+//! components, no timestamp, a serial number derived from the content.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Cargo.lock, package {0}: no version")]
-    LockPackage(String),
+    #[error("Cargo.lock has no checksum for {name} {version} from {registry}")]
+    NoChecksum {
+        name: String,
+        version: String,
+        registry: String,
+    },
     #[error("{image}.packages, line {line}: not \"name<TAB>version<TAB>architecture\"")]
     PackageLine { image: String, line: usize },
+}
+
+/// A third-party crate linked into a shipped binary.
+pub struct Crate {
+    pub name: String,
+    pub version: String,
+    /// Where cargo takes it from (`registry+https://…`).
+    pub source: String,
+    /// The targets (triples) whose binaries link it.
+    pub targets: BTreeSet<String>,
 }
 
 /// One image's Debian packages: its name and its `.packages` file, one
@@ -26,10 +43,15 @@ pub struct ImagePackages<'a> {
 pub fn cyclonedx(
     product: &str,
     version: &str,
+    crates: &[Crate],
     cargo_lock: &str,
     images: &[ImagePackages],
 ) -> Result<String, Error> {
-    let mut components = crates(cargo_lock)?;
+    let checksums = checksums(cargo_lock);
+    let mut components = crates
+        .iter()
+        .map(|c| crate_component(c, &checksums))
+        .collect::<Result<Vec<_>, _>>()?;
     for image in images {
         components.extend(debian_packages(image)?);
     }
@@ -59,36 +81,81 @@ pub fn cyclonedx(
     Ok(serde_json::to_string_pretty(&sbom).expect("JSON values serialize") + "\n")
 }
 
-/// The third-party crates of Cargo.lock (workspace members have no source).
-fn crates(lock: &str) -> Result<Vec<Value>, Error> {
-    let mut out = Vec::new();
-    for block in lock.split("[[package]]").skip(1) {
+/// Cargo.lock's third-party crates: their source, by (name, version).
+pub fn lock_sources(lock: &str) -> BTreeMap<(String, String), String> {
+    lock_packages(lock)
+        .filter_map(|p| Some(((p.name?, p.version?), p.source?)))
+        .collect()
+}
+
+/// A `[[package]]` of Cargo.lock, as far as the SBOM needs it.
+struct LockPackage {
+    name: Option<String>,
+    version: Option<String>,
+    source: Option<String>,
+    checksum: Option<String>,
+}
+
+fn lock_packages(lock: &str) -> impl Iterator<Item = LockPackage> + '_ {
+    lock.split("[[package]]").skip(1).map(|block| {
         let field = |key: &str| {
             block.lines().find_map(|l| {
                 let (k, v) = l.split_once(" = ")?;
                 (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
             })
         };
-        let Some(name) = field("name") else { continue };
-        let Some(source) = field("source") else {
-            continue;
-        };
-        let version = field("version").ok_or_else(|| Error::LockPackage(name.clone()))?;
-        let purl = format!("pkg:cargo/{name}@{}", encode(&version));
-        let mut component = json!({
-            "type": "library",
-            "bom-ref": purl,
-            "name": name,
-            "version": version,
-            "purl": purl,
-            "properties": [{ "name": "cargo:source", "value": source }],
-        });
-        if let Some(checksum) = field("checksum") {
+        LockPackage {
+            name: field("name"),
+            version: field("version"),
+            source: field("source"),
+            checksum: field("checksum"),
+        }
+    })
+}
+
+/// Cargo.lock's checksums, by (name, version, source).
+fn checksums(lock: &str) -> BTreeMap<(String, String, String), String> {
+    lock_packages(lock)
+        .filter_map(|p| Some(((p.name?, p.version?, p.source?), p.checksum?)))
+        .collect()
+}
+
+/// A crate's component: its purl, its source, its checksum (a registry
+/// crate must have one), and a `colinux:target` property per target.
+fn crate_component(
+    c: &Crate,
+    checksums: &BTreeMap<(String, String, String), String>,
+) -> Result<Value, Error> {
+    let purl = format!("pkg:cargo/{}@{}", c.name, encode(&c.version));
+    let mut properties = vec![json!({ "name": "cargo:source", "value": c.source })];
+    properties.extend(
+        c.targets
+            .iter()
+            .map(|t| json!({ "name": "colinux:target", "value": t })),
+    );
+    let mut component = json!({
+        "type": "library",
+        "bom-ref": purl,
+        "name": c.name,
+        "version": c.version,
+        "purl": purl,
+        "properties": properties,
+    });
+    let key = (c.name.clone(), c.version.clone(), c.source.clone());
+    match checksums.get(&key) {
+        Some(checksum) => {
             component["hashes"] = json!([{ "alg": "SHA-256", "content": checksum }]);
         }
-        out.push(component);
+        None if c.source.starts_with("registry+") => {
+            return Err(Error::NoChecksum {
+                name: c.name.clone(),
+                version: c.version.clone(),
+                registry: c.source.clone(),
+            })
+        }
+        None => {}
     }
-    Ok(out)
+    Ok(component)
 }
 
 fn debian_packages(image: &ImagePackages) -> Result<Vec<Value>, Error> {
@@ -171,6 +238,17 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
 checksum = "3201"
 "#;
 
+    const REGISTRY: &str = "registry+https://github.com/rust-lang/crates.io-index";
+
+    fn linked(name: &str, version: &str, targets: &[&str]) -> Crate {
+        Crate {
+            name: name.into(),
+            version: version.into(),
+            source: REGISTRY.into(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn crates_and_packages_become_sorted_components_with_purls() {
         let packages = "libc6\t2.36-9+deb12u4\ti386\nsystemd\t252.19-1~deb12u1\ti386\n";
@@ -179,7 +257,11 @@ checksum = "3201"
             distro: "debian",
             packages,
         }];
-        let text = cyclonedx("colinux", "0.1.0", LOCK, &images).unwrap();
+        let crates = [
+            linked("zstd", "0.13.0", &["linux"]),
+            linked("adler2", "2.0.1", &["linux", "windows"]),
+        ];
+        let text = cyclonedx("colinux", "0.1.0", &crates, LOCK, &images).unwrap();
         let sbom: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(sbom["bomFormat"], "CycloneDX");
         assert_eq!(sbom["metadata"]["component"]["version"], "0.1.0");
@@ -199,11 +281,38 @@ checksum = "3201"
             ]
         );
         assert_eq!(sbom["components"][1]["hashes"][0]["content"], "abcd");
+        assert_eq!(
+            sbom["components"][0]["properties"],
+            json!([
+                { "name": "cargo:source", "value": REGISTRY },
+                { "name": "colinux:target", "value": "linux" },
+                { "name": "colinux:target", "value": "windows" },
+            ])
+        );
         // The same inputs give the same bytes, serial number included.
-        assert_eq!(cyclonedx("colinux", "0.1.0", LOCK, &images).unwrap(), text);
-        let other = cyclonedx("colinux", "0.1.1", LOCK, &images).unwrap();
+        assert_eq!(
+            cyclonedx("colinux", "0.1.0", &crates, LOCK, &images).unwrap(),
+            text
+        );
+        let other = cyclonedx("colinux", "0.1.1", &crates, LOCK, &images).unwrap();
         let other: Value = serde_json::from_str(&other).unwrap();
         assert_ne!(other["serialNumber"], sbom["serialNumber"]);
+    }
+
+    #[test]
+    fn a_registry_crate_without_a_checksum_is_an_error() {
+        let err = cyclonedx(
+            "colinux",
+            "0.1.0",
+            &[linked("zstd", "9.9.9", &["linux"])],
+            LOCK,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("Cargo.lock has no checksum for zstd 9.9.9 from {REGISTRY}")
+        );
     }
 
     #[test]
@@ -213,7 +322,7 @@ checksum = "3201"
             distro: "debian",
             packages: "libc6\t2.36\ti386\nbroken line\n",
         }];
-        let err = cyclonedx("colinux", "0.1.0", LOCK, &images).unwrap_err();
+        let err = cyclonedx("colinux", "0.1.0", &[], LOCK, &images).unwrap_err();
         assert_eq!(
             err.to_string(),
             "debian.packages, line 2: not \"name<TAB>version<TAB>architecture\""
