@@ -1,7 +1,7 @@
 //! Wine, to run the runtime's x86_64-pc-windows-gnu binaries on this Linux
 //! host (their unit tests, the installer, the daemon's boot tests), and the
 //! real QEMU for Windows those boot tests drive: the Windows engine, which
-//! `cargo xtask setup` fetches and lays out (DESIGN.md §14).
+//! `cargo xtask setup` fetches and lays out (docs/design.md §14).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

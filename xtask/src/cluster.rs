@@ -1,4 +1,4 @@
-//! `cargo xtask cluster`: coMosix on one machine (DESIGN.md §12), the demo
+//! `cargo xtask cluster`: coMosix on one machine (docs/design.md §12), the demo
 //! for a user and the driver of the cluster test.
 //!
 //! A network namespace with a bridge stands in for the lab's LAN. The head

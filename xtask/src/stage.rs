@@ -1,4 +1,4 @@
-//! The shape every stage shares (DESIGN.md §3): inputs, then a cache key,
+//! The shape every stage shares (docs/design.md §3): inputs, then a cache key,
 //! then outputs published atomically, then a manifest.
 
 use std::fs::File;

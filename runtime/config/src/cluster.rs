@@ -1,4 +1,4 @@
-//! A coMosix cluster guest (DESIGN.md §12): its role, hostname, the head's
+//! A coMosix cluster guest (docs/design.md §12): its role, hostname, the head's
 //! address, the cluster network and the key files its seed disk carries.
 
 use std::fmt;

@@ -450,7 +450,7 @@ pub struct Settings {
     /// A coMosix cluster guest (`cluster=…` keys or an ini's `[cluster]`).
     pub cluster: Option<Cluster>,
     /// `root_key=`: a public key file for root's SSH login, handed to the
-    /// guest at its first start (DESIGN.md §13).
+    /// guest at its first start (docs/design.md §13).
     pub root_key: Option<Located<PathBuf>>,
     /// `root_password_hash=`: a crypt(3) hash for root, likewise. Never
     /// shown in messages or `describe`.

@@ -1,5 +1,5 @@
 //! The engine (QEMU) command line for a guest: the coLinux devices mapped
-//! onto virtio (DESIGN.md §1). Pure: nothing here touches the host except
+//! onto virtio (docs/design.md §1). Pure: nothing here touches the host except
 //! [`find_engine`], which searches `PATH`, [`create_scsi_images`], which
 //! makes the disk files `scsiN=disk,PATH,SIZE` asks for, and the notes
 //! [`engine_command`] logs about settings with no meaning here.

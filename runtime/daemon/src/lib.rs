@@ -1,5 +1,5 @@
 //! `colinux-daemon` and `colinux-console`: a coLinux guest on QEMU, its
-//! console, and its services (DESIGN.md §6).
+//! console, and its services (docs/design.md §6).
 
 pub mod attach;
 pub mod closed_pipe;

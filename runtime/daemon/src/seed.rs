@@ -1,4 +1,4 @@
-//! The seed disk (DESIGN.md §12, §13): a small FAT volume that carries what
+//! The seed disk (docs/design.md §12, §13): a small FAT volume that carries what
 //! differs per guest and every secret (hostname, the cluster's munge key,
 //! SSH host keys kept per node, root's SSH key and password hash), so
 //! images carry none.
@@ -63,7 +63,7 @@ impl SeedDisk {
         }
     }
 
-    /// A cluster guest's seed (the contract in DESIGN.md §12):
+    /// A cluster guest's seed (the contract in docs/design.md §12):
     /// `comosix.env` (ROLE, HOSTNAME, HEAD, NETWORK), `munge.key`, the SSH
     /// host key pair, and `authorized_keys` when a root key is given. The
     /// key files are read now.

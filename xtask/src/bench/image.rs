@@ -1,5 +1,5 @@
 //! `cargo xtask bench image`: per stock recipe, in one run, the image stage
-//! against a bare `mmdebstrap` making the same tree (DESIGN.md §8).
+//! against a bare `mmdebstrap` making the same tree (docs/design.md §8).
 //!
 //! The stage's bootstrap is that very mmdebstrap command (same suites,
 //! packages, keyring, mirror and apt cache), so what the stage costs over

@@ -241,7 +241,7 @@ impl Bootstrap<'_> {
     /// Writes the root tarball to `out`, retrying transient archive
     /// failures a bounded number of times. If only update suites' indexes
     /// (the extra suites and the security archive) keep failing, as on a
-    /// mirror caught mid-sync (DESIGN.md §9), the image is made from the
+    /// mirror caught mid-sync (docs/design.md §9), the image is made from the
     /// release alone and the returned warning says so; the image's own apt
     /// sources still list them, so `apt upgrade` in the guest catches up.
     pub fn run(&self, out: &Path, phase: &mut Phase) -> Result<Option<String>> {

@@ -26,7 +26,7 @@ fn file(path: impl Into<String>, text: String) -> File {
 pub const FIRSTBOOT_UNIT: &str = "colinux-firstboot.service";
 
 /// The unit that applies root's credentials from the daemon's seed disk at
-/// the first start, or asks for a password on the console (DESIGN.md §13).
+/// the first start, or asks for a password on the console (docs/design.md §13).
 pub const CREDENTIALS_UNIT: &str = "colinux-credentials.service";
 
 /// The script it runs, where it runs it.

@@ -1,4 +1,4 @@
-//! Where the kernel source comes from, in the order of DESIGN.md §4: a
+//! Where the kernel source comes from, in the order of docs/design.md §4: a
 //! tarball or tree given with --source; the pinned upstream tarball, checked
 //! against its sha256; Debian's linux-source package, verified by apt.
 
