@@ -370,6 +370,83 @@ fn open_terminal() -> Result<(File, File)> {
     Ok(unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) })
 }
 
+/// A pseudo-terminal standing in for a serial port: the program under test
+/// opens its far end (raw, at [`SerialLine::path`]); this end collects what
+/// arrives and sends what the test types.
+pub struct SerialLine {
+    master: File,
+    /// Held open, so the line does not hang up between the program's opens.
+    _far: File,
+    path: PathBuf,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SerialLine {
+    pub fn open() -> Result<SerialLine> {
+        use std::os::fd::AsRawFd;
+        let (master, far) = open_terminal()?;
+        // SAFETY: `far` is an open terminal; termios is a plain C struct
+        // that tcgetattr fills before cfmakeraw and tcsetattr read it.
+        let made_raw = unsafe {
+            let mut termios = std::mem::zeroed::<libc::termios>();
+            libc::tcgetattr(far.as_raw_fd(), &mut termios) == 0 && {
+                libc::cfmakeraw(&mut termios);
+                libc::tcsetattr(far.as_raw_fd(), libc::TCSANOW, &termios) == 0
+            }
+        };
+        if !made_raw {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", far.as_raw_fd()))?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone()?, received.clone());
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut chunk) {
+                sink.lock()
+                    .expect("line lock")
+                    .extend_from_slice(&chunk[..n]);
+            }
+        });
+        Ok(SerialLine {
+            master,
+            _far: far,
+            path,
+            received,
+        })
+    }
+
+    /// The far end, for the program under test (`/dev/pts/N`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        self.master.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Waits until `marker` has arrived; the error quotes what did.
+    pub fn wait_for(&self, marker: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            let text =
+                String::from_utf8_lossy(&self.received.lock().expect("line lock")).into_owned();
+            if text.contains(marker) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Setup(format!(
+                    "{marker:?} did not arrive on {} within {:.0} s; what did: {text:?}",
+                    self.path.display(),
+                    scaled(timeout).as_secs_f64()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// Asserts that `e2fsck -fn` finds the ext filesystem in `image` clean,
 /// quoting its report when not: every test that writes or boots an image
 /// ends with this.

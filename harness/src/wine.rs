@@ -109,6 +109,18 @@ impl Wine {
     pub fn drive_c(&self) -> PathBuf {
         self.prefix.join("drive_c")
     }
+
+    /// Makes `COMn` of this prefix the host's `device` (Wine's link in
+    /// `dosdevices`), replacing what it was.
+    pub fn map_com_port(&self, n: u8, device: &Path) -> Result<()> {
+        let link = self.prefix.join("dosdevices").join(format!("com{n}"));
+        match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        std::os::unix::fs::symlink(device, &link)?;
+        Ok(())
+    }
 }
 
 /// A host path as Windows programs under Wine see it: Wine maps `Z:` to

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use common::{add_checks, artifacts, run, scratch_written, ssh_banner, wait_seen, BOOT};
 use harness::wine::{z_path, Wine, WINDOWS_ENGINE};
-use harness::{assert_fsck_clean, free_port, scaled, workspace_root, xtask_ok, Guest, Ssh};
+use harness::{
+    assert_fsck_clean, free_port, scaled, workspace_root, xtask_ok, Guest, SerialLine, Ssh,
+};
 
 /// Wine adds its own start-up to every program, and TCG under Wine is
 /// slower than under Linux.
@@ -305,11 +307,14 @@ fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
     );
     let root = dir.join(format!("{name}.ext4"));
     add_checks(&root);
+    // A serial port: COM5, which Wine maps to a pseudo-terminal here.
+    let mut com5 = SerialLine::open().unwrap();
+    w.wine.map_com_port(5, com5.path()).unwrap();
     // More settings as a Windows desk writes them: CRLF lines, quoted paths.
     std::fs::write(
         dir.join("more.conf"),
         format!(
-            "# The desk's own additions.\r\nqemu=\"{}\"\r\ncobd1=\"{}\"\r\n",
+            "# The desk's own additions.\r\nqemu=\"{}\"\r\ncobd1=\"{}\"\r\nttys0=COM5\r\n",
             w.engine,
             z_path(&scratch)
         ),
@@ -391,6 +396,26 @@ fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
     assert_eq!(
         env,
         "ROLE=node\nHOSTNAME=node-desk1\nHEAD=10.77.0.1\nNETWORK=10.77.0.0/24\n"
+    );
+
+    // ttys0=COM5 is the guest's ttyS1, both ways.
+    ssh.output(
+        &daemon,
+        "stty -F /dev/ttyS1 raw -echo && echo COM5-FROM-GUEST > /dev/ttyS1",
+    )
+    .unwrap();
+    com5.wait_for("COM5-FROM-GUEST\n", Duration::from_secs(60))
+        .unwrap();
+    let typed = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| ssh.run("timeout 60 head -n 1 /dev/ttyS1"));
+        std::thread::sleep(Duration::from_secs(5));
+        com5.send("COM5-TO-GUEST\n").unwrap();
+        reading.join().unwrap().unwrap()
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&typed.stdout),
+        "COM5-TO-GUEST\n",
+        "{typed:?}"
     );
 
     // What is typed on the daemon's stdio reaches the getty, which echoes it.
