@@ -84,6 +84,8 @@ pub fn measure(program: &str, args: &[String], dir: &Path) -> Result<(f64, u64)>
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid, and wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child's, not yet waited for; both out
+    // pointers are to locals that live through the call.
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     let secs = start.elapsed().as_secs_f64();
     if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {

@@ -281,6 +281,15 @@ pub const NOT_NEEDED: &[(&str, &str)] = &[
     ("less", "git's pager"),
 ];
 
+/// The toolchain's components the suite runs, and why.
+pub const RUSTUP_COMPONENTS: &[(&str, &str)] = &[
+    ("rustfmt", "ci/test.sh checks the formatting first"),
+    (
+        "clippy",
+        "cargo xtask test runs clippy with warnings denied",
+    ),
+];
+
 /// Programs the code runs that setup does not install, and why.
 pub const NOT_OURS: &[(&str, &str)] = &[
     ("cargo", "the Rust toolchain, installed with rustup first"),
@@ -300,6 +309,9 @@ pub fn run(args: Args) -> Result<()> {
             for target in n.rustup_targets {
                 println!("{:<38} {target:<26} rustup target", n.stage);
             }
+        }
+        for (component, why) in RUSTUP_COMPONENTS {
+            println!("{:<38} {component:<26} {why}", "rustup component");
         }
         for (package, why) in NOT_NEEDED {
             println!("{:<38} {package:<26} {why}", "left out (a Recommends)");
@@ -324,6 +336,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let sh = Shell::new()?;
+    rustup_components(&sh, args.check)?;
     let apt = apt_packages();
     let targets: Vec<&str> = NEEDS
         .iter()
@@ -636,6 +649,33 @@ fn missing_packages(sh: &Shell, packages: &[&str]) -> Result<Vec<String>> {
         .filter(|p| !installed.contains(p))
         .map(|p| p.to_string())
         .collect())
+}
+
+/// Adds the missing [`RUSTUP_COMPONENTS`] (rustup installs for this user:
+/// no root needed), or with `check` only says which are missing.
+fn rustup_components(sh: &Shell, check: bool) -> Result<()> {
+    let installed = cmd!(sh, "rustup component list --installed")
+        .quiet()
+        .read()
+        .context("rustup is needed to add the toolchain's components")?;
+    let missing: Vec<&str> = RUSTUP_COMPONENTS
+        .iter()
+        .map(|(component, _)| *component)
+        .filter(|c| !installed.lines().any(|l| l.split('-').next() == Some(*c)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if check {
+        bail!(
+            "rustup components are missing: {}; install them with: rustup component add {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    tracing::info!("setup: adding {}", missing.join(" "));
+    cmd!(sh, "rustup component add {missing...}").run()?;
+    Ok(())
 }
 
 fn missing_rustup_targets(sh: &Shell, targets: &[&str]) -> Result<Vec<String>> {

@@ -6,8 +6,8 @@ use xshell::{cmd, Shell};
 use crate::runtime::Target;
 use harness::wine::Wine;
 
-/// Install the host dependencies (as `cargo xtask setup` does), run every
-/// test in the workspace (unit tests, the fuzz targets' seeds, and the
+/// Install the host dependencies (as `cargo xtask setup` does), run clippy
+/// with warnings denied, then every test in the workspace (unit tests, the fuzz targets' seeds, and the
 /// integration tests that drive the real tools, build the kernel and boot
 /// it under QEMU), then the
 /// runtime's tests built for Windows and run under Wine, then check that
@@ -39,6 +39,7 @@ pub fn run(args: Args) -> Result<()> {
     let cargo_args = &args.cargo_args;
     if !args.windows_only {
         lint_ci(&sh)?;
+        clippy(&sh)?;
         cmd!(sh, "cargo test --workspace --locked {cargo_args...}").run()?;
     }
     windows_tests(&sh, cargo_args)?;
@@ -64,6 +65,25 @@ fn lint_ci(sh: &Shell) -> Result<()> {
     cmd!(
         sh,
         "shellcheck -s sh recipes/hooks/comosix.sh recipes/hooks/comosix-head.sh recipes/hooks/comosix-node.sh recipes/hooks/slim.sh recipes/overlays/comosix/usr/lib/comosix/seed xtask/src/image/firstboot/credentials"
+    )
+    .run()?;
+    Ok(())
+}
+
+/// Clippy with warnings denied (the workspace's `[lints]` among them): the
+/// whole workspace for Linux, and the runtime's crates for Windows, whose
+/// `cfg(windows)` code only that build sees.
+fn clippy(sh: &Shell) -> Result<()> {
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()?;
+    let target = Target::Windows.triple();
+    let packages = WINDOWS_TESTED.iter().flat_map(|p| ["--package", p]);
+    cmd!(
+        sh,
+        "cargo clippy --all-targets --locked --target {target} {packages...} -- -D warnings"
     )
     .run()?;
     Ok(())
@@ -151,5 +171,46 @@ mod tests {
         let big = refusal("Cargo.lock", &vec![b'a'; MAX_BYTES + 1]).unwrap();
         assert!(big.contains("limit"), "{big}");
         assert!(refusal("fuzz/seeds/gpt/big.img", &vec![0; MAX_FIXTURE_BYTES + 1]).is_some());
+    }
+
+    /// Every dependency a crate declares is used by its code: the name (as
+    /// Rust spells it) appears in a `.rs` file of that crate, followed by
+    /// `::`, or after `use`. A dependency left behind costs compile time
+    /// and is in the SBOM's resolve for nothing.
+    #[test]
+    fn every_declared_dependency_is_used() {
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .current_dir(crate::stage::root())
+            .no_deps()
+            .exec()
+            .unwrap();
+        let mut unused = Vec::new();
+        for package in metadata.workspace_packages() {
+            let dir = package.manifest_path.parent().unwrap();
+            let mut code = String::new();
+            let mut todo = vec![dir.as_std_path().to_path_buf()];
+            while let Some(next) = todo.pop() {
+                for entry in std::fs::read_dir(&next).unwrap().map(Result::unwrap) {
+                    let path = entry.path();
+                    let name = entry.file_name();
+                    if path.is_dir() && name != "target" && name != "corpus" && name != "artifacts"
+                    {
+                        todo.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs") {
+                        code.push_str(&std::fs::read_to_string(&path).unwrap());
+                    }
+                }
+            }
+            for dep in &package.dependencies {
+                let ident = dep.rename.as_deref().unwrap_or(&dep.name).replace('-', "_");
+                let used = code.contains(&format!("{ident}::"))
+                    || code.contains(&format!("use {ident}"))
+                    || code.contains(&format!("{ident}!"));
+                if !used {
+                    unused.push(format!("{}: {}", package.name, dep.name));
+                }
+            }
+        }
+        assert!(unused.is_empty(), "declared but not used: {unused:?}");
     }
 }

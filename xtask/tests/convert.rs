@@ -541,6 +541,7 @@ fn unreadable_input_fails_cleanly() {
     fs::set_permissions(t.path(), fs::Permissions::from_mode(0o777)).unwrap();
     fs::set_permissions(&fs_img, fs::Permissions::from_mode(0o000)).unwrap();
     let out_path = t.path().join("out.ext4");
+    // SAFETY: geteuid has no preconditions.
     let mut cmd = if unsafe { libc::geteuid() } == 0 {
         // root reads anything: drop to nobody, as a user would be.
         let mut c = Command::new("setpriv");
@@ -1119,6 +1120,7 @@ fn convert_changing_midway(input: &Path, output: &Path, meanwhile: impl FnOnce()
     // SAFETY: signals to our own child, which has not been waited for.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     meanwhile();
+    // SAFETY: as above; the child is still ours.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     child.wait_with_output().unwrap()
 }

@@ -300,7 +300,7 @@ fn boot_and_check(stock: &Stock) {
         Guest::start(
             &format!("{name}-console"),
             program.to_str().unwrap(),
-            &[name.clone()],
+            std::slice::from_ref(&name),
         )
         .unwrap()
     });

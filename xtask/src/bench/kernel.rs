@@ -168,6 +168,7 @@ fn timed_env(program: &str, args: &[String], dir: &Path) -> Result<Timed> {
 fn children_cpu() -> f64 {
     // SAFETY: an all-zero rusage is valid, and getrusage only fills it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live local that getrusage fills.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
