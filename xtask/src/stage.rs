@@ -164,7 +164,6 @@ pub fn tool_version(program: &str) -> String {
         .unwrap_or_else(|| "not installed".into())
 }
 
-/// Whether this process runs as root (installs, chroots, mounts).
 /// Runs another stage as `cargo xtask ARGS…` would from the workspace's
 /// root (relative paths in ARGS are the repository's), with its own
 /// progress and no-op check.
@@ -181,6 +180,7 @@ pub fn run_xtask(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process runs as root (installs, chroots, mounts).
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
