@@ -193,10 +193,9 @@ pub fn cargo() -> Command {
 
 /// The program's path if it is on PATH.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| std::path::Path::new(dir).join(program))
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
         .find(|p| p.is_file())
 }
 
