@@ -15,6 +15,11 @@ pub struct Args {
     /// The guest architecture.
     #[arg(long, value_enum, default_value_t = Arch::I386)]
     pub arch: Arch,
+    /// Rebuild from scratch (the init too, in a target directory of its
+    /// own) and check that the archive is bit-identical to the published
+    /// one; nothing is published.
+    #[arg(long)]
+    pub verify_reproducible: bool,
 }
 
 /// The Rust target that builds static binaries for the guest.
@@ -27,8 +32,18 @@ pub fn musl_target(arch: Arch) -> &'static str {
 
 pub fn run(args: Args) -> Result<()> {
     let root = stage::root();
+    let cache = stage::cache_dir().join("initramfs");
+    let _lock = stage::lock(&cache)?;
+    let run = stage::Run::new("initramfs", args.verify_reproducible);
+    let work = run.work_dir(&cache)?;
+    // The workspace's target directory, where cargo decides itself whether
+    // the init needs rebuilding; a verification builds it from nothing.
+    let cargo_dir = if run.verifying() {
+        work.join("cargo")
+    } else {
+        root.join("target")
+    };
     let target = musl_target(args.arch);
-    // cargo decides itself whether the init needs rebuilding.
     let status = stage::cargo()
         .current_dir(&root)
         .args([
@@ -41,30 +56,30 @@ pub fn run(args: Args) -> Result<()> {
             "--target",
             target,
         ])
+        .env("CARGO_TARGET_DIR", &cargo_dir)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
         bail!("building guest-init for {target} failed (is the target installed? `cargo xtask setup` adds it)");
     }
-    let init = root.join("target").join(target).join("release/guest-init");
+    let init = cargo_dir.join(target).join("release/guest-init");
     let sde = stage::source_date_epoch(&[&root.join("guest-init")])?;
     let mut key = CacheKey::new("initramfs");
     key.value("arch", args.arch.name());
     key.value("SOURCE_DATE_EPOCH", &sde.to_string());
-    key.file(&init)?;
+    key.file_as(&format!("guest-init ({target})"), &init)?;
     let (cache_key, inputs) = key.finish();
     let dest = root.join("target/initramfs").join(args.arch.name());
-    if stage::up_to_date(&dest, &cache_key) {
+    if run.up_to_date(&dest, &cache_key)? {
         tracing::info!("initramfs: {} is up to date", dest.display());
-        return Ok(());
+        return run.done();
     }
-    let staging = stage::staging(&dest)?;
+    let staging = run.staging(&dest)?;
     let cpio = newc(&std::fs::read(&init)?, sde);
     std::fs::write(staging.path().join("initramfs.cpio"), cpio)?;
     let manifest = json!({ "stage": "initramfs", "arch": args.arch.name(), "cache_key": cache_key, "SOURCE_DATE_EPOCH": sde, "inputs": inputs });
-    stage::publish(&staging.keep(), &dest, manifest)?;
-    tracing::info!("initramfs: wrote {}", dest.join("initramfs.cpio").display());
-    Ok(())
+    run.finish(staging, &dest, manifest)?;
+    run.done()
 }
 
 /// One entry of a newc cpio archive.

@@ -96,13 +96,16 @@ impl CacheKey {
 
     /// Hashes a file's contents under its path relative to the workspace.
     pub fn file(&mut self, path: &Path) -> Result<String> {
+        let name = path.strip_prefix(root()).unwrap_or(path).display();
+        self.file_as(&name.to_string(), path)
+    }
+
+    /// Hashes a file's contents under `name`, for a file whose place is
+    /// not what matters (a build's output, found in different target
+    /// directories by a build and its verification).
+    pub fn file_as(&mut self, name: &str, path: &Path) -> Result<String> {
         let sha = sha256_file(path)?;
-        let name = path
-            .strip_prefix(root())
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        self.value(&name, &sha);
+        self.value(name, &sha);
         self.inputs.push(json!({ "path": name, "sha256": sha }));
         Ok(sha)
     }
@@ -244,11 +247,6 @@ fn hash_outputs(dir: &Path) -> Result<Vec<Value>> {
 
 /// Signs a finished output directory in place (dist's signatures).
 pub type Seal<'a> = &'a dyn Fn(&Path) -> Result<()>;
-
-/// `publish_sealed` with nothing to seal.
-pub fn publish(staging: &Path, dest: &Path, manifest: Value) -> Result<()> {
-    publish_sealed(staging, dest, manifest, &|_| Ok(()))
-}
 
 /// Writes SHA256SUMS and the manifest into `staging` (each listing every
 /// file there, hashed once), runs `seal` on it (dist signs them there; what
@@ -716,7 +714,10 @@ mod tests {
         let dest = dir.path().join("out");
         let stage = staging(&dest).unwrap();
         std::fs::write(stage.path().join("bzImage"), b"kernel").unwrap();
-        publish(&stage.keep(), &dest, json!({ "cache_key": "k1" })).unwrap();
+        publish_sealed(&stage.keep(), &dest, json!({ "cache_key": "k1" }), &|_| {
+            Ok(())
+        })
+        .unwrap();
         assert!(up_to_date(&dest, "k1"));
         assert_eq!(
             std::fs::read_to_string(dest.join("SHA256SUMS")).unwrap(),
@@ -797,7 +798,7 @@ mod tests {
         for (name, data) in [("a", "1"), ("b", "2"), ("c", "3")] {
             std::fs::write(stage.path().join(name), data).unwrap();
         }
-        publish(&stage.keep(), &dest, json!({})).unwrap();
+        publish_sealed(&stage.keep(), &dest, json!({}), &|_| Ok(())).unwrap();
         let rebuilt = dir.path().join("rebuilt");
         std::fs::create_dir(&rebuilt).unwrap();
         for (name, data) in [("a", "1"), ("b", "2"), ("c", "3")] {

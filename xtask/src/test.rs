@@ -7,13 +7,13 @@ use crate::runtime::Target;
 use harness::wine::Wine;
 
 /// Install the host dependencies (as `cargo xtask setup` does), run clippy
-/// with warnings denied, then every test in the workspace (unit tests, the fuzz targets' seeds, and the
-/// integration tests that drive the real tools, build the kernel and boot
-/// it under QEMU), then the
-/// runtime's tests built for Windows and run under Wine, then check that
-/// clean rebuilds of the runtime, the debian and ubuntu images and the i386 kernel are
-/// bit-identical to what the tests built (`--verify-reproducible`). This
-/// is what CI runs.
+/// with warnings denied, then every test in the workspace (unit tests, the
+/// fuzz targets' seeds, and the integration tests that drive the real
+/// tools, build the kernel and boot it under QEMU), then the runtime's
+/// tests built for Windows and run under Wine, then check that clean
+/// rebuilds of the runtime, the i386 smoke-test initramfs, the debian and
+/// ubuntu images and the i386 kernel are bit-identical to what the tests
+/// built (`--verify-reproducible`). This is what CI runs.
 #[derive(clap::Args)]
 pub struct Args {
     /// Only the runtime's tests built for Windows, under Wine (after setup).
@@ -47,6 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         // Each stage rebuilds from scratch what the tests built and
         // published; the kernel, a full build without ccache, is slowest.
         cmd!(sh, "{xtask} runtime --verify-reproducible").run()?;
+        cmd!(sh, "{xtask} initramfs --arch i386 --verify-reproducible").run()?;
         cmd!(sh, "{xtask} image --distro debian --verify-reproducible").run()?;
         cmd!(sh, "{xtask} image --distro ubuntu --verify-reproducible").run()?;
         cmd!(sh, "{xtask} kernel --arch i386 --verify-reproducible").run()?;
