@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::copy::{data_bytes, sparse_copy};
+use crate::copy::{data_bytes, share_range, sparse_copy};
 use crate::disk::{DiskImage, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{self, FsInfo};
@@ -43,11 +43,15 @@ pub struct Converted {
     pub fs: Option<FsInfo>,
     /// Things the user should know, such as a non-ext filesystem.
     pub warnings: Vec<String>,
+    /// Whether the output shares the input's extents (a reflink) instead
+    /// of holding a copy of its bytes.
+    pub shared: bool,
 }
 
 /// Writes exactly the planned partition's bytes to `output` (sparse when it
-/// is a file), checks the filesystem in it, and only then moves it into
-/// place. See [`Output`] for what `output` may be.
+/// is a file; sharing the input's extents instead where the filesystem can,
+/// see `copy::share_range`), checks the filesystem in it, and only then moves
+/// it into place. See [`Output`] for what `output` may be.
 pub fn convert(
     plan: &Plan,
     output: &Path,
@@ -56,19 +60,23 @@ pub fn convert(
 ) -> Result<Converted> {
     let mut out = Output::create(output, overwrite, &plan.disk.sources()?)?;
     let Partition { start, size, .. } = plan.partition;
-    let data = match plan.disk.format {
-        Format::Raw => data_bytes(&plan.disk.file, start, size)
-            .map_err(|e| Error::io(&plan.disk.path, "read it", e))?,
-        Format::Qemu(driver) => qemu::allocated(&plan.disk.path, driver)?.min(size),
-    };
-    out.reserve(data)?;
     out.prepare(size)?;
+    let mut shared = false;
     match plan.disk.format {
         Format::Raw => {
-            sparse_copy(&plan.disk.file, start, out.file(), 0, size, progress)
+            let disk = &plan.disk.file;
+            shared = share_range(disk, start, out.file(), 0, size, progress)
                 .map_err(|e| e.about(&plan.disk.path, &out))?;
+            if !shared {
+                let data = data_bytes(disk, start, size)
+                    .map_err(|e| Error::io(&plan.disk.path, "read it", e))?;
+                out.reserve(data)?;
+                sparse_copy(disk, start, out.file(), 0, size, progress)
+                    .map_err(|e| e.about(&plan.disk.path, &out))?;
+            }
         }
         Format::Qemu(driver) => {
+            out.reserve(qemu::allocated(&plan.disk.path, driver)?.min(size))?;
             qemu::extract(
                 &plan.disk.path,
                 driver,
@@ -113,5 +121,6 @@ pub fn convert(
         size,
         fs: found,
         warnings,
+        shared,
     })
 }

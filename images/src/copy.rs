@@ -160,6 +160,74 @@ pub fn sparse_copy(
     Ok(written)
 }
 
+/// FICLONERANGE's argument (`struct file_clone_range`, linux/fs.h).
+#[repr(C)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+/// `_IOW(0x94, 13, struct file_clone_range)`.
+const FICLONERANGE: u64 = 0x4020_940d;
+
+/// Shares `len` bytes of `src` at `src_off` with `dst` at `dst_off` instead
+/// of copying them (a reflink, on XFS and btrfs): the filesystem points the
+/// destination at the same extents, O(extents) whatever the size, and
+/// copies on a later write. Both offsets must be multiples of `dst`'s block
+/// size; a tail shorter than a block is copied. `Ok(false)` when the two
+/// files cannot share (another filesystem, one without reflinks, or an
+/// alignment it refuses): the caller copies instead. Returns whether it
+/// shared.
+pub fn share_range(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+    progress: &dyn Progress,
+) -> Result<bool, CopyError> {
+    use std::os::unix::fs::MetadataExt;
+    let block = dst.metadata().map_err(CopyError::Write)?.blksize().max(1);
+    let whole = len / block * block;
+    if whole == 0 || !src_off.is_multiple_of(block) || !dst_off.is_multiple_of(block) {
+        return Ok(false);
+    }
+    progress.start(len);
+    let range = FileCloneRange {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset: src_off,
+        src_length: whole,
+        dest_offset: dst_off,
+    };
+    // SAFETY: both descriptors are open for the call, and `range` is the
+    // struct FICLONERANGE reads, alive until it returns.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONERANGE as _, &range) };
+    if r != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOTTY | libc::ENOSYS) => {
+                Ok(false)
+            }
+            _ => Err(CopyError::Write(err)),
+        };
+    }
+    if whole < len {
+        let tail = len - whole;
+        sparse_copy(
+            src,
+            src_off + whole,
+            dst,
+            dst_off + whole,
+            tail,
+            &crate::NoProgress,
+        )?;
+    }
+    progress.update(len);
+    Ok(true)
+}
+
 /// Reads the source chunk by chunk into one reused buffer. It is read, not
 /// mapped: a mapped file that another program truncates kills the reader
 /// with SIGBUS, where a read past the new end is an error we can explain.

@@ -128,7 +128,12 @@ pub fn run(args: Args) -> Result<()> {
     let fs = done
         .fs
         .map_or("unknown content".into(), |f| f.kind.to_string());
-    tracing::info!("wrote {}: {fs}, {} bytes", output.display(), done.size);
+    let how = if done.shared {
+        " (sharing the input's extents: a reflink, no data copied)"
+    } else {
+        ""
+    };
+    tracing::info!("wrote {}: {fs}, {} bytes{how}", output.display(), done.size);
     Ok(())
 }
 

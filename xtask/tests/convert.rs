@@ -1229,3 +1229,103 @@ fn a_compressed_qcow2_that_outgrows_the_disk_fails_cleanly() {
     );
     assert_fails_cleanly(&out, &needle, &output);
 }
+
+/// A filesystem of `kind` (xfs or btrfs: both share extents) made in a
+/// file and mounted over a loop device; unmounted when dropped.
+struct Mounted {
+    dir: PathBuf,
+    _device: Loop,
+}
+
+impl Mounted {
+    fn new(kind: &str, image: &Path, mib: u64) -> Option<Mounted> {
+        blank(image, mib * MIB);
+        sh(&format!("mkfs.{kind}"), &[&"-q", &"-f", &image], None);
+        let device = Loop::over(image)?;
+        let dir = image.with_extension("mnt");
+        fs::create_dir_all(&dir).unwrap();
+        sh("mount", &[&device.0, &dir], None);
+        Some(Mounted {
+            dir,
+            _device: device,
+        })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// How many of `file`'s extents `filefrag -v` flags as shared.
+fn shared_extents(file: &Path) -> usize {
+    let out = Command::new("filefrag")
+        .arg("-v")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "filefrag: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("shared"))
+        .count()
+}
+
+/// On XFS and btrfs a partition on a block boundary is shared with the
+/// output (a reflink: no data copied, no space used); at sector 63 it is
+/// copied as everywhere else. Either way the output is dd's extraction.
+#[test]
+fn on_xfs_and_btrfs_an_aligned_partition_is_shared_not_copied() {
+    let t = tempfile::tempdir().unwrap();
+    // mkfs.xfs wants 300 MiB at least; the files are sparse.
+    for kind in ["xfs", "btrfs"] {
+        let Some(fs_mount) = Mounted::new(kind, &t.path().join(format!("{kind}.img")), 512) else {
+            return;
+        };
+        let dir = &fs_mount.dir;
+        let root = ext4(dir, "root", 48);
+        let fs_len = fs::metadata(&root).unwrap().len();
+        let aligned = dir.join("aligned.img");
+        mbr_disk(&root, &aligned, 64);
+        let before = used_bytes(dir);
+        let out = convert_matches_dd(&aligned, &[], MIB, fs_len);
+        assert!(
+            shared_extents(&out) > 0,
+            "{kind}: no shared extent in the output"
+        );
+        assert!(
+            used_bytes(dir) < before + 4 * MIB,
+            "{kind}: the shared output took space"
+        );
+        let said = stderr(&xtask(&[&"convert", &"--force", &aligned, &out]));
+        assert!(said.contains("a reflink, no data copied"), "{kind}: {said}");
+
+        // Sector 63 is no block boundary: a copy.
+        let odd = dir.join("odd.img");
+        blank(&odd, 64 * MIB);
+        let sectors = fs_len / 512;
+        sh(
+            "sfdisk",
+            &[&"-q", &odd],
+            Some(&format!("start=63, size={sectors}, type=83\n")),
+        );
+        embed(&root, &odd, 63 * 512);
+        let copied = convert_matches_dd(&odd, &[], 63 * 512, fs_len);
+        assert_eq!(shared_extents(&copied), 0, "{kind}: sector 63 shared");
+    }
+}
+
+/// Bytes in use on the filesystem holding `dir`.
+fn used_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=used", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the bytes used")
+}

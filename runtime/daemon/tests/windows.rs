@@ -11,9 +11,10 @@
 //! SSH login, console input and Ctrl-C; one detached boot carries
 //! the named-pipe console, the killed daemon, the restart and a killed
 //! engine; a panic boot uses the x86_64 kernel; a service boot under
-//! Wine's service manager carries install, start, a stop mid-boot and
-//! removal. The attached boot also reads a coMosix node's ini: its seed
-//! disk is checked with mtools on the host and found by label inside.
+//! Wine's service manager carries install, start, stop and removal. The
+//! attached boot also reads a coMosix node's ini (its seed disk checked
+//! with mtools on the host and found by its label inside) and carries
+//! ttys0=COM5.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -250,6 +251,10 @@ fn bad_configs_are_refused_before_the_engine_starts() {
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(dry.status.success(), "{}", stderr_of(&dry));
     assert!(
+        format!("{win_dir}\\{long}\\long.img").len() > 260,
+        "past MAX_PATH"
+    );
+    assert!(
         text.contains(&format!("file={win_dir}\\a,,b é.img,format=raw")),
         "{text}"
     );
@@ -262,11 +267,11 @@ fn bad_configs_are_refused_before_the_engine_starts() {
 }
 
 /// Folders that make a path longer than Windows' MAX_PATH (260).
-const LONG_DIRS: [&str; 2] = [
-    "a folder whose name is long, as a user's documents can be, a hundred and fifty characters or so of it, made longer still by this remark to pass that",
-    "and a second folder inside it, with another long name",
+const LONG_DIRS: [&str; 3] = [
+    "a folder whose name is as long as the names users give their folders when they write whole sentences into them",
+    "and a second folder inside it that has a long name of its own",
+    "and a third one to be sure that the whole path is well past the limit that Windows sets for it",
 ];
-
 #[test]
 fn boots_to_login_from_windows_paths_and_ctrl_c_powers_it_off_cleanly() {
     let w = windows();
@@ -567,7 +572,7 @@ fn sc(w: &Windows, args: &[&str]) -> Output {
 }
 
 #[test]
-fn a_windows_service_stopped_mid_boot_powers_the_guest_off_cleanly() {
+fn a_windows_service_boots_the_guest_and_its_stop_powers_it_off() {
     let w = windows();
     let (kernel, image) = artifacts();
     let name = "win-service";
@@ -606,10 +611,8 @@ fn a_windows_service_stopped_mid_boot_powers_the_guest_off_cleanly() {
     assert!(start.status.success(), "sc start: {}", stderr_of(&start));
 
     // The service's guest is detached: its console is the named pipe.
-    // Stopped as systemd starts, before anything listens for the power
-    // button (the release's test stops a booted one).
     let mut console = w.start("win-service-console", &w.console, &[name.to_string()]);
-    console.wait_for("Welcome to", WINE_BOOT).unwrap();
+    console.wait_for("colinux ttyS0", WINE_BOOT).unwrap();
     let stop = sc(w, &["stop", &service]);
     assert!(stop.status.success(), "sc stop: {}", stderr_of(&stop));
     console.wait_for("reboot: Power down", POWER_OFF).unwrap();
