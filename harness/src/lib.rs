@@ -372,9 +372,8 @@ fn open_terminal() -> Result<(File, File)> {
 
 /// A pseudo-terminal standing in for a serial port: the program under test
 /// opens its far end (raw, at [`SerialLine::path`]); this end collects what
-/// arrives and sends what the test types.
+/// arrives.
 pub struct SerialLine {
-    master: File,
     /// Held open, so the line does not hang up between the program's opens.
     _far: File,
     path: PathBuf,
@@ -399,7 +398,7 @@ impl SerialLine {
         }
         let path = std::fs::read_link(format!("/proc/self/fd/{}", far.as_raw_fd()))?;
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (mut reader, sink) = (master.try_clone()?, received.clone());
+        let (mut reader, sink) = (master, received.clone());
         std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = reader.read(&mut chunk) {
@@ -409,7 +408,6 @@ impl SerialLine {
             }
         });
         Ok(SerialLine {
-            master,
             _far: far,
             path,
             received,
@@ -419,11 +417,6 @@ impl SerialLine {
     /// The far end, for the program under test (`/dev/pts/N`).
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn send(&mut self, text: &str) -> Result<()> {
-        self.master.write_all(text.as_bytes())?;
-        Ok(())
     }
 
     /// Waits until `marker` has arrived; the error quotes what did.
