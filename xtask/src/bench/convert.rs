@@ -82,18 +82,7 @@ fn sector_63(sh: &Shell, args: &Args, fx: &Fixture) -> Result<()> {
                 o.clone(),
             ],
         ),
-        (
-            "dd bs=4M skip_bytes,count_bytes",
-            vec![
-                "dd".into(),
-                format!("if={disk}"),
-                format!("of={o}"),
-                "bs=4M".into(),
-                "iflag=skip_bytes,count_bytes".into(),
-                format!("skip={SKIP}"),
-                format!("count={n}"),
-            ],
-        ),
+        ("dd bs=4M skip_bytes,count_bytes", dd(&disk, &o, SKIP, n)),
         // qemu-img dd counts `count` from the start of the input, not from `skip`.
         (
             "qemu-img dd",
@@ -113,14 +102,7 @@ fn sector_63(sh: &Shell, args: &Args, fx: &Fixture) -> Result<()> {
         ),
         (
             "qemu-img convert json:raw offset",
-            vec![
-                "qemu-img".into(),
-                "convert".into(),
-                "-O".into(),
-                "raw".into(),
-                json,
-                o.clone(),
-            ],
+            qemu_img_convert(json, &o),
         ),
         (
             "cp --sparse=always (limit)",
@@ -155,19 +137,7 @@ fn sector_63(sh: &Shell, args: &Args, fx: &Fixture) -> Result<()> {
         } else {
             args.runs
         };
-        let mut times = Vec::new();
-        let mut rss = 0;
-        for _ in 0..runs {
-            let _ = std::fs::remove_file(&out);
-            cmd!(sh, "sync").quiet().run()?;
-            let (secs, max_rss) = measure(&argv[0], &argv[1..], &args.dir)?;
-            // Writing back what the tool left dirty is part of its cost.
-            let (sync_secs, _) = measure("sync", &[], &args.dir)?;
-            times.push((secs, secs + sync_secs));
-            rss = rss.max(max_rss);
-        }
-        times.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let median = times[times.len() / 2];
+        let (median, rss) = time_median(sh, argv, runs, &out, &args.dir)?;
         let meta = std::fs::metadata(&out)?;
         if meta.len() != n {
             bail!("{name} wrote {} bytes, not the partition's {n}", meta.len());
@@ -295,28 +265,10 @@ fn shared_in(
                 o.clone(),
             ],
         ),
-        (
-            "dd bs=4M skip_bytes,count_bytes",
-            vec![
-                "dd".into(),
-                format!("if={d}"),
-                format!("of={o}"),
-                "bs=4M".into(),
-                "iflag=skip_bytes,count_bytes".into(),
-                format!("skip={START}"),
-                format!("count={n}"),
-            ],
-        ),
+        ("dd bs=4M skip_bytes,count_bytes", dd(&d, &o, START, n)),
         (
             "qemu-img convert json:raw offset",
-            vec![
-                "qemu-img".into(),
-                "convert".into(),
-                "-O".into(),
-                "raw".into(),
-                json,
-                o.clone(),
-            ],
+            qemu_img_convert(json, &o),
         ),
         (
             "cp --reflink=always (bare)",
@@ -330,16 +282,7 @@ fn shared_in(
     );
     let mut medians = Vec::new();
     for (name, argv) in &tools {
-        let mut times = Vec::new();
-        for _ in 0..args.runs {
-            let _ = std::fs::remove_file(&out);
-            cmd!(sh, "sync").quiet().run()?;
-            let (secs, _) = measure(&argv[0], &argv[1..], &args.dir)?;
-            let (sync_secs, _) = measure("sync", &[], &args.dir)?;
-            times.push((secs, secs + sync_secs));
-        }
-        times.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let median = times[times.len() / 2];
+        let (median, _) = time_median(sh, argv, args.runs, &out, &args.dir)?;
         if name.starts_with("ours") {
             compare(&out, &bare)
                 .with_context(|| format!("{name} on {kind}: the output differs"))?;
@@ -363,6 +306,52 @@ fn shared_in(
         medians[0].1
     );
     Ok(())
+}
+
+/// The tool run `runs` times, each writing `out` anew after a sync: the
+/// median of (seconds, seconds + the sync that writes back what it left
+/// dirty, part of its cost), and its peak RSS in KiB.
+fn time_median(
+    sh: &Shell,
+    argv: &[String],
+    runs: usize,
+    out: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<((f64, f64), u64)> {
+    let mut times = Vec::new();
+    let mut rss = 0;
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(out);
+        cmd!(sh, "sync").quiet().run()?;
+        let (secs, max_rss) = measure(&argv[0], &argv[1..], dir)?;
+        let (sync_secs, _) = measure("sync", &[], dir)?;
+        times.push((secs, secs + sync_secs));
+        rss = rss.max(max_rss);
+    }
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok((times[times.len() / 2], rss))
+}
+
+/// dd extracting `count` bytes at byte `skip` of `input` into `output`.
+fn dd(input: &str, output: &str, skip: u64, count: u64) -> Vec<String> {
+    vec![
+        "dd".into(),
+        format!("if={input}"),
+        format!("of={output}"),
+        "bs=4M".into(),
+        "iflag=skip_bytes,count_bytes".into(),
+        format!("skip={skip}"),
+        format!("count={count}"),
+    ]
+}
+
+/// qemu-img convert of a `json:` range source (`images::qemu::range_source`).
+fn qemu_img_convert(source: String, output: &str) -> Vec<String> {
+    ["qemu-img", "convert", "-O", "raw"]
+        .map(String::from)
+        .into_iter()
+        .chain([source, output.to_string()])
+        .collect()
 }
 
 /// Builds (once) a disk with an MBR partition at sector 63 holding an ext4
