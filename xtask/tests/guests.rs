@@ -656,9 +656,20 @@ fn the_release_installs_a_guest_on_windows_that_its_service_boots_and_that_outli
     let sc = |args: &[&str]| Wine::output(wine.command("sc").args(args)).unwrap();
     let start = sc(&["start", SERVICE]);
     assert!(start.status.success(), "sc start: {start:?}\n{log}");
-    let mut console = wine.command(install.join("colinux-console.exe"));
-    console.arg("colinux");
-    let mut guest = Guest::spawn("guests-windows", console).unwrap();
+    // The service is running before its daemon has made the console's
+    // pipe: until then the console says there is no such guest and exits.
+    // Attached, it replays the console from the kernel's first line.
+    let deadline = Instant::now() + harness::scaled(Duration::from_secs(120));
+    let mut guest = loop {
+        let mut console = wine.command(install.join("colinux-console.exe"));
+        console.arg("colinux");
+        let mut guest = Guest::spawn("guests-windows", console).unwrap();
+        match guest.wait_for("Linux version", 2 * BOOT) {
+            Ok(_) => break guest,
+            Err(e) if Instant::now() > deadline => panic!("colinux-console: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    };
     guest.wait_for(LOGIN_BANNER, 2 * BOOT).unwrap();
     let at_login = installed.elapsed();
     ssh.wait_ready(&guest, Duration::from_secs(240)).unwrap();
