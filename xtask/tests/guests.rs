@@ -630,6 +630,10 @@ fn the_release_installs_a_guest_on_windows_that_its_service_boots_and_that_outli
     let install = wine.drive_c().join("coLinuxRelease");
     let _ = std::fs::remove_dir_all(&install);
     let win_install = r"C:\coLinuxRelease";
+    // What an interrupted run may have left in the prefix.
+    let sc = |args: &[&str]| Wine::output(wine.command("sc").args(args)).unwrap();
+    sc(&["stop", SERVICE]);
+    sc(&["delete", SERVICE]);
     let setup = Wine::output(
         wine.command("setup.exe")
             .args(["/S", &format!("/D={win_install}")])
@@ -653,7 +657,6 @@ fn the_release_installs_a_guest_on_windows_that_its_service_boots_and_that_outli
     let installed = std::time::Instant::now();
 
     // The installed service boots the guest; its console is the named pipe.
-    let sc = |args: &[&str]| Wine::output(wine.command("sc").args(args)).unwrap();
     let start = sc(&["start", SERVICE]);
     assert!(start.status.success(), "sc start: {start:?}\n{log}");
     // The service is running before its daemon has made the console's
