@@ -114,9 +114,10 @@ impl Wine {
     /// `dosdevices`), replacing what it was.
     pub fn map_com_port(&self, n: u8, device: &Path) -> Result<()> {
         let link = self.prefix.join("dosdevices").join(format!("com{n}"));
-        match std::fs::remove_file(&link) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
+        if let Err(e) = std::fs::remove_file(&link) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e.into());
+            }
         }
         std::os::unix::fs::symlink(device, &link)?;
         Ok(())

@@ -425,7 +425,6 @@ impl Bundle<'_> {
     /// CycloneDX: the Rust crates linked into the shipped binaries, and
     /// each image's packages.
     fn sbom(&self) -> Result<()> {
-        let lock = std::fs::read_to_string(self.root.join("Cargo.lock"))?;
         let packages =
             std::fs::read_to_string(self.root.join("target/images/debian/debian.packages"))?;
         let crates = linked_crates(self.root, crate::runtime::PACKAGE, &Target::ALL)?;
@@ -433,7 +432,6 @@ impl Bundle<'_> {
             "colinux",
             VERSION,
             &crates,
-            &lock,
             &[sbom::ImagePackages {
                 image: "debian",
                 distro: "debian",
@@ -462,9 +460,12 @@ impl Bundle<'_> {
 /// `cargo tree -e normal` with the same selection. Not `cargo metadata`'s
 /// resolve graph: it unifies features over the whole workspace, and so
 /// lists crates (aho-corasick, for xtask's regex) that the daemon does not
-/// link. Each crate's source comes from Cargo.lock.
+/// link. Each crate's source and checksum come from Cargo.lock.
 fn linked_crates(root: &Path, package: &str, targets: &[Target]) -> Result<Vec<sbom::Crate>> {
-    let sources = sbom::lock_sources(&std::fs::read_to_string(root.join("Cargo.lock"))?);
+    let lock = std::fs::read_to_string(root.join("Cargo.lock"))?;
+    let locked: std::collections::BTreeMap<_, _> = sbom::lock_packages(&lock)
+        .filter_map(|p| Some(((p.name?, p.version?), (p.source?, p.checksum))))
+        .collect();
     let mut linked: std::collections::BTreeMap<(String, String), sbom::Crate> = Default::default();
     for target in targets {
         let triple = target.triple();
@@ -490,7 +491,7 @@ fn linked_crates(root: &Path, package: &str, targets: &[Target]) -> Result<Vec<s
                 version.trim_start_matches('v').to_string(),
             );
             // A workspace crate has no source in Cargo.lock.
-            let Some(source) = sources.get(&key) else {
+            let Some((source, checksum)) = locked.get(&key) else {
                 continue;
             };
             linked
@@ -499,6 +500,7 @@ fn linked_crates(root: &Path, package: &str, targets: &[Target]) -> Result<Vec<s
                     name: key.0,
                     version: key.1,
                     source: source.clone(),
+                    checksum: checksum.clone(),
                     targets: Default::default(),
                 })
                 .targets
@@ -593,7 +595,6 @@ mod tests {
             assert_eq!(targets_of(tool), Vec::<&str>::new(), "{tool}");
         }
         // Every crate has its Cargo.lock checksum.
-        let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
-        sbom::cyclonedx("colinux", VERSION, &crates, &lock, &[]).unwrap();
+        sbom::cyclonedx("colinux", VERSION, &crates, &[]).unwrap();
     }
 }

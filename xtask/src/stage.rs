@@ -208,7 +208,7 @@ const SUMS: &str = "SHA256SUMS";
 
 /// True if `dest` holds a manifest for `key` and every output it lists is
 /// there with the recorded sha256.
-pub fn up_to_date(dest: &Path, key: &str) -> bool {
+fn up_to_date(dest: &Path, key: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(dest.join(MANIFEST)) else {
         return false;
     };
@@ -252,7 +252,7 @@ pub type Seal<'a> = &'a dyn Fn(&Path) -> Result<()>;
 /// file there, hashed once), runs `seal` on it (dist signs them there; what
 /// it adds is listed in neither), and moves `staging` into place as `dest`,
 /// replacing any old one.
-pub fn publish_sealed(staging: &Path, dest: &Path, manifest: Value, seal: Seal) -> Result<()> {
+fn publish_sealed(staging: &Path, dest: &Path, manifest: Value, seal: Seal) -> Result<()> {
     write_sums_and_manifest(staging, manifest)?;
     seal(staging)?;
     let old = dest.with_extension("old");
@@ -473,7 +473,7 @@ impl Run {
 /// A fresh staging directory beside `dest`, removed if a stage fails.
 /// Staging directories a killed run left there (no live run holds them)
 /// are removed first.
-pub fn staging(dest: &Path) -> Result<Staging> {
+fn staging(dest: &Path) -> Result<Staging> {
     let parent = dest.parent().expect("outputs live in a directory");
     std::fs::create_dir_all(parent)?;
     let prefix = staging_prefix(dest);

@@ -1,10 +1,10 @@
 //! The software bill of materials (CycloneDX 1.5 JSON): the Rust crates
-//! linked into the shipped binaries, per target (the caller walks cargo's
-//! resolve graph; their checksums come from Cargo.lock), and the Debian
+//! linked into the shipped binaries, per target (the caller finds them;
+//! [`lock_packages`] gives their sources and checksums), and the Debian
 //! packages in each image (from its package list). Deterministic: sorted
 //! components, no timestamp, a serial number derived from the content.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -27,6 +27,8 @@ pub struct Crate {
     pub version: String,
     /// Where cargo takes it from (`registry+https://…`).
     pub source: String,
+    /// Its sha256, as Cargo.lock records it (a registry crate has one).
+    pub checksum: Option<String>,
     /// The targets (triples) whose binaries link it.
     pub targets: BTreeSet<String>,
 }
@@ -44,13 +46,11 @@ pub fn cyclonedx(
     product: &str,
     version: &str,
     crates: &[Crate],
-    cargo_lock: &str,
     images: &[ImagePackages],
 ) -> Result<String, Error> {
-    let checksums = checksums(cargo_lock);
     let mut components = crates
         .iter()
-        .map(|c| crate_component(c, &checksums))
+        .map(crate_component)
         .collect::<Result<Vec<_>, _>>()?;
     for image in images {
         components.extend(debian_packages(image)?);
@@ -81,22 +81,17 @@ pub fn cyclonedx(
     Ok(serde_json::to_string_pretty(&sbom).expect("JSON values serialize") + "\n")
 }
 
-/// Cargo.lock's third-party crates: their source, by (name, version).
-pub fn lock_sources(lock: &str) -> BTreeMap<(String, String), String> {
-    lock_packages(lock)
-        .filter_map(|p| Some(((p.name?, p.version?), p.source?)))
-        .collect()
-}
-
 /// A `[[package]]` of Cargo.lock, as far as the SBOM needs it.
-struct LockPackage {
-    name: Option<String>,
-    version: Option<String>,
-    source: Option<String>,
-    checksum: Option<String>,
+pub struct LockPackage {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    /// None for a workspace crate.
+    pub source: Option<String>,
+    pub checksum: Option<String>,
 }
 
-fn lock_packages(lock: &str) -> impl Iterator<Item = LockPackage> + '_ {
+/// Cargo.lock's packages.
+pub fn lock_packages(lock: &str) -> impl Iterator<Item = LockPackage> + '_ {
     lock.split("[[package]]").skip(1).map(|block| {
         let field = |key: &str| {
             block.lines().find_map(|l| {
@@ -113,19 +108,9 @@ fn lock_packages(lock: &str) -> impl Iterator<Item = LockPackage> + '_ {
     })
 }
 
-/// Cargo.lock's checksums, by (name, version, source).
-fn checksums(lock: &str) -> BTreeMap<(String, String, String), String> {
-    lock_packages(lock)
-        .filter_map(|p| Some(((p.name?, p.version?, p.source?), p.checksum?)))
-        .collect()
-}
-
 /// A crate's component: its purl, its source, its checksum (a registry
 /// crate must have one), and a `colinux:target` property per target.
-fn crate_component(
-    c: &Crate,
-    checksums: &BTreeMap<(String, String, String), String>,
-) -> Result<Value, Error> {
+fn crate_component(c: &Crate) -> Result<Value, Error> {
     let purl = format!("pkg:cargo/{}@{}", c.name, encode(&c.version));
     let mut properties = vec![json!({ "name": "cargo:source", "value": c.source })];
     properties.extend(
@@ -141,8 +126,7 @@ fn crate_component(
         "purl": purl,
         "properties": properties,
     });
-    let key = (c.name.clone(), c.version.clone(), c.source.clone());
-    match checksums.get(&key) {
+    match &c.checksum {
         Some(checksum) => {
             component["hashes"] = json!([{ "alg": "SHA-256", "content": checksum }]);
         }
@@ -240,11 +224,16 @@ checksum = "3201"
 
     const REGISTRY: &str = "registry+https://github.com/rust-lang/crates.io-index";
 
+    /// A crate as a caller makes one: its checksum from [`LOCK`].
     fn linked(name: &str, version: &str, targets: &[&str]) -> Crate {
+        let checksum = lock_packages(LOCK)
+            .find(|p| p.name.as_deref() == Some(name) && p.version.as_deref() == Some(version))
+            .and_then(|p| p.checksum);
         Crate {
             name: name.into(),
             version: version.into(),
             source: REGISTRY.into(),
+            checksum,
             targets: targets.iter().map(|t| t.to_string()).collect(),
         }
     }
@@ -261,7 +250,7 @@ checksum = "3201"
             linked("zstd", "0.13.0", &["linux"]),
             linked("adler2", "2.0.1", &["linux", "windows"]),
         ];
-        let text = cyclonedx("colinux", "0.1.0", &crates, LOCK, &images).unwrap();
+        let text = cyclonedx("colinux", "0.1.0", &crates, &images).unwrap();
         let sbom: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(sbom["bomFormat"], "CycloneDX");
         assert_eq!(sbom["metadata"]["component"]["version"], "0.1.0");
@@ -291,10 +280,10 @@ checksum = "3201"
         );
         // The same inputs give the same bytes, serial number included.
         assert_eq!(
-            cyclonedx("colinux", "0.1.0", &crates, LOCK, &images).unwrap(),
+            cyclonedx("colinux", "0.1.0", &crates, &images).unwrap(),
             text
         );
-        let other = cyclonedx("colinux", "0.1.1", &crates, LOCK, &images).unwrap();
+        let other = cyclonedx("colinux", "0.1.1", &crates, &images).unwrap();
         let other: Value = serde_json::from_str(&other).unwrap();
         assert_ne!(other["serialNumber"], sbom["serialNumber"]);
     }
@@ -305,7 +294,6 @@ checksum = "3201"
             "colinux",
             "0.1.0",
             &[linked("zstd", "9.9.9", &["linux"])],
-            LOCK,
             &[],
         )
         .unwrap_err();
@@ -322,7 +310,7 @@ checksum = "3201"
             distro: "debian",
             packages: "libc6\t2.36\ti386\nbroken line\n",
         }];
-        let err = cyclonedx("colinux", "0.1.0", &[], LOCK, &images).unwrap_err();
+        let err = cyclonedx("colinux", "0.1.0", &[], &images).unwrap_err();
         assert_eq!(
             err.to_string(),
             "debian.packages, line 2: not \"name<TAB>version<TAB>architecture\""
